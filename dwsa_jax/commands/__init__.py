@@ -1,0 +1,1 @@
+"""Command-line commands; see `dwsa_jax.cli`."""
