@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _softmin(values, gamma):
     """Return -gamma * log(sum(exp(-values / gamma))), shifted by the minimum for stability."""
     smallest = np.inf
@@ -35,7 +35,7 @@ def _softmin(values, gamma):
     return smallest - gamma * math.log(total)
 
 
-@numba.njit(cache=True)
+@numba.njit
 def dwsa_forward(cost, gamma):
     """Fill the DWSA table row by row, each cell re-reading its prefix of the row above.
 
@@ -64,7 +64,7 @@ def dwsa_forward(cost, gamma):
     return value, table, prefix
 
 
-@numba.njit(cache=True)
+@numba.njit
 def dwsa_backward(cost, gamma, value, table, prefix):
     """Return dL/dcost from the forward table (supplement Algorithm 2, naive suffix sums).
 

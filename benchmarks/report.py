@@ -1,0 +1,115 @@
+"""Timing, machine description and docs/benchmarks.md sections shared by the benchmark scripts."""
+
+import datetime
+import importlib.metadata
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+DOC_HEADER = """# Benchmarks
+
+Each section below is written by the script it names (`--write docs/benchmarks.md`), which
+replaces only its own section. Every ratio in a section was measured in one run of that
+script, on the machine the section describes.
+"""
+
+
+def median_seconds(function, *, min_repeats=3, max_repeats=20, budget_seconds=2.0):
+    """Call ``function`` repeatedly and return the median wall time of one call, in seconds.
+
+    ``function`` must block until its work is done (call ``block_until_ready`` on JAX
+    outputs). Calls stop after ``max_repeats``, or once ``min_repeats`` calls have run and
+    together took longer than ``budget_seconds``. Compilation and warm-up are the caller's job.
+    """
+    durations = []
+    started = time.perf_counter()
+    while len(durations) < max_repeats:
+        begin = time.perf_counter()
+        function()
+        durations.append(time.perf_counter() - begin)
+        if len(durations) >= min_repeats and time.perf_counter() - started > budget_seconds:
+            break
+    return statistics.median(durations)
+
+
+def cpu_model():
+    """Return the CPU model name from /proc/cpuinfo, or platform.processor() elsewhere."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average():
+    """Return the 1-minute load average as text, or "n/a" where the OS has none."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
+
+
+def package_version(name):
+    """Return an installed distribution's version, or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_lines(packages):
+    """Return markdown bullet lines naming the machine, its load and the package versions."""
+    memory_gib = "n/a"
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gib = f"{pages / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    versions = ", ".join(f"{name} {package_version(name)}" for name in packages)
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {memory_gib} memory",
+        f"- OS: {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- packages: {versions}",
+    ]
+
+
+def markdown_table(headers, rows):
+    """Format a list of rows (sequences of cells, already text) as a markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def write_section(path, name, body):
+    """Replace the section ``name`` of the markdown file at ``path`` with ``body``.
+
+    A section runs from ``<!-- name:start -->`` to ``<!-- name:end -->``. A missing file is
+    created with a short header, and a missing section is appended at the end.
+    """
+    path = pathlib.Path(path)
+    start_marker = f"<!-- {name}:start -->"
+    end_marker = f"<!-- {name}:end -->"
+    section = f"{start_marker}\n{body.rstrip()}\n{end_marker}"
+    text = path.read_text() if path.exists() else DOC_HEADER
+    start = text.find(start_marker)
+    end = text.find(end_marker)
+    if start >= 0 and end > start:
+        text = text[:start] + section + text[end + len(end_marker):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def format_rate(value):
+    """Format a throughput: whole numbers with thousands separators from 100 up ("12,345"),
+    three significant digits below."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
