@@ -248,3 +248,24 @@ def test_hook_changing_word_count_rejected():
     words = caption_words([Caption(0.0, 2.0, "add rice", 1)])
     with pytest.raises(ValueError, match="restore_punctuation hook returned 1 words for 2"):
         build_transcript(words, restore_punctuation=lambda texts: ["add rice."])
+
+
+def test_srt_cue_without_timing_line_rejected(tmp_path):
+    # srt.parse alone would read "2 not a timing line stir" as text of cue 1.
+    path = _write(
+        tmp_path,
+        "garbled.srt",
+        "1\n00:00:01,000 --> 00:00:02,000\nadd rice\n\n2\nnot a timing line\nstir\n",
+    )
+    with pytest.raises(SubtitleError) as caught:
+        read_subtitles(path)
+    assert caught.value.line == 6
+    assert "'not a timing line'" in caught.value.reason
+
+
+def test_srt_blank_line_inside_cue_tolerated():
+    captions = parse_srt(
+        "1\n00:00:01,000 --> 00:00:02,000\nadd rice\n\nand salt\n\n"
+        "2\n00:00:03,000 --> 00:00:04,000\nstir\n"
+    )
+    assert [caption.text for caption in captions] == ["add rice and salt", "stir"]

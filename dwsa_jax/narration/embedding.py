@@ -5,7 +5,7 @@ video-text model, pass the text side of that model, so that phrases and video se
 space. `load_embedder` builds one from a name:
 
 - a sentence-transformers model name, e.g. "all-MiniLM-L6-v2" (needs the `embed` extra);
-- "module.path:attribute", an importable callable (or a class or factory returning one);
+- "module.path:attribute", an importable callable, or a class whose instances are one;
 - "hashing" or "hashing:<dimension>", `HashingEmbedder`, a bag-of-words hash for tests and demos
   that carries no meaning beyond shared words.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
+import os
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -102,7 +102,9 @@ def load_embedder(spec: str) -> Embedder:
 
     Raises:
       ImportError: the module or sentence-transformers is missing.
-      ValueError: a malformed "hashing:D" or a "module:attribute" that is not callable.
+      AttributeError: the module lacks the attribute.
+      ValueError: a malformed "hashing:D" or "module:attribute", or an attribute that is not
+        callable.
     """
     if spec == "hashing" or spec.startswith("hashing:"):
         _, _, size = spec.partition(":")
@@ -112,7 +114,10 @@ def load_embedder(spec: str) -> Embedder:
         return HashingEmbedder(int(size)) if size else HashingEmbedder()
 
     module_name, colon, attribute = spec.partition(":")
-    if colon and attribute and importlib.util.find_spec(module_name.split(".")[0]) is not None:
+    # Model names on the Hugging Face hub contain no ':', but a local model folder might.
+    if colon and not os.path.exists(spec):
+        if not module_name or not attribute:
+            raise ValueError(f"embedder {spec!r} must be written 'module:callable'")
         target = getattr(importlib.import_module(module_name), attribute)
         if isinstance(target, type):
             target = target()

@@ -120,7 +120,9 @@ def parse_srt(text: str, path: str = "<string>") -> list[Caption]:
     for number, cue in enumerate(cues):
         line = timing_lines[number] if number < len(timing_lines) else 1
         start, end = cue.start.total_seconds(), cue.end.total_seconds()
-        timed_lines.append((start, end, cue.content.split("\n"), line))
+        content = cue.content.split("\n")
+        _check_srt_content(content, line, path)
+        timed_lines.append((start, end, content, line))
     return _make_captions(timed_lines, path)
 
 
@@ -200,6 +202,25 @@ def _line_number(text: str, offset: int) -> int:
 
 def _timing_line_numbers(text: str) -> list[int]:
     return [n + 1 for n, line in enumerate(text.split("\n")) if _TIMING_SEPARATOR in line]
+
+
+def _check_srt_content(content: list[str], timing_line: int, path: str) -> None:
+    """Reject a cue index inside a cue's text, the sign of a cue with a garbled timing line.
+
+    The srt package keeps text after an empty line in the cue above when no valid cue follows
+    (it tolerates blank lines inside cues), so "2" followed by an unreadable timing line would
+    otherwise be read as words of the previous cue.
+    """
+    for index in range(1, len(content)):
+        if content[index - 1].strip() or not content[index].strip().isdigit():
+            continue
+        expected = content[index + 1] if index + 1 < len(content) else ""
+        raise SubtitleError(
+            path,
+            timing_line + index + 2,
+            f"cue {content[index].strip()} has no valid timing line (found {expected!r}); "
+            "write it as 'HH:MM:SS,mmm --> HH:MM:SS,mmm'",
+        )
 
 
 def _vtt_timing_with_dots(line: str) -> str:
