@@ -227,12 +227,16 @@ def test_span_times_inside_words():
     assert span_times(transcript, 0, 8) == pytest.approx((10.0, 14.0))
 
 
+def _punctuate(texts):
+    # A stand-in punctuation model: two sentences of two words each.
+    return [texts[0].capitalize(), texts[1] + ".", texts[2].capitalize(), texts[3] + "."]
+
+
 def test_hooks_keep_word_times():
     words = caption_words([Caption(0.0, 8.0, "add rice stir it", 1)])
     transcript = build_transcript(
         words,
-        restore_punctuation=lambda texts: [t.capitalize() if i in (0, 2) else t + "." if i in (1, 3) else t
-                                           for i, t in enumerate(texts)],
+        restore_punctuation=_punctuate,
         resolve_coreference=lambda texts: ["the rice." if t == "it." else t for t in texts],
     )
     assert transcript.text == "Add rice. Stir the rice."

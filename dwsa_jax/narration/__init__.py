@@ -1,9 +1,15 @@
 """Narration processing: subtitles -> timed verb phrases -> concreteness -> text embeddings.
 
-Steps, one module each: `subtitles` (SRT and WebVTT reading), `sentences` (timed transcript and
-optional punctuation and coreference hooks), `phrases` (verb phrases from spaCy's dependency
-parse), `concreteness` (scores and filtering), `embedding` (pluggable text encoders), `pipeline`
-(one video end to end and the files of the released layout) and `cli` (`dwsa-jax narrations`).
+Each step has its own module:
+
+- `subtitles`: SRT and WebVTT reading.
+- `sentences`: the timed transcript, with optional punctuation and coreference hooks.
+- `phrases`: verb phrases from spaCy's dependency parse.
+- `concreteness`: phrase scores and filtering.
+- `embedding`: pluggable text encoders.
+- `pipeline`: one video end to end, and the files of the released layout.
+- `cli`: the `dwsa-jax narrations` command.
+
 spaCy is imported only when a pipeline is loaded, so reading subtitles needs no optional extra.
 """
 

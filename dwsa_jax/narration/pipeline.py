@@ -34,12 +34,12 @@ MODES: tuple[str, ...] = ("verb-dobj", "verb-phrase", "concrete")
 
 @dataclass(frozen=True)
 class NarrationConfig:
-    """How subtitles become verb phrases.
+    """Settings of the subtitle-to-verb-phrase pipeline.
 
     Attributes:
       mode: "verb-dobj" (verb + direct object lemmas), "verb-phrase" (verb + object noun chunk
-        + prepositional phrase) or "concrete" (verb-phrase, keeping phrases whose concreteness
-        reaches `threshold`; the paper's method).
+        + prepositional phrase) or "concrete". The "concrete" mode is the paper's method: it
+        keeps the verb phrases whose concreteness reaches `threshold`.
       threshold: minimum concreteness (ratings run from 1 to 5) in "concrete" mode; 0 keeps all.
       timing: "phrase" times each phrase by its own words; "sentence" gives it its sentence's
         span, as the authors' released code does.
@@ -119,7 +119,7 @@ def narrate_captions(
     score_of = score_phrases([phrase.text for phrase in phrases], nlp, ratings, concreteness)
     scores = tuple(score_of[phrase.text] for phrase in phrases)
     if config.mode == "concrete":
-        kept = tuple(score >= config.threshold for score in scores)
+        kept = tuple(score >= concreteness.threshold for score in scores)
     else:
         kept = (True,) * len(phrases)
     logger.debug("video %s: %d phrases, %d kept", vid, len(phrases), sum(kept))

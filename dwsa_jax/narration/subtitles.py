@@ -1,10 +1,10 @@
 """Reading SubRip (.srt) and WebVTT (.vtt) caption files into timed captions.
 
 Parsing is delegated to the maintained `srt` and `webvtt-py` packages. This module adds the
-tolerance that automatic captions need (byte-order mark, CRLF or CR line ends, a '.' or ','
-before the milliseconds in either format, empty cues, overlapping cues, YouTube's rolling
-captions that repeat the previous cue's line) and turns every parse failure into a
-`SubtitleError` that names the file and the line.
+tolerance that automatic captions need. It accepts a byte-order mark, CRLF or CR line ends, and
+a '.' or ',' before the milliseconds in either format. It skips empty cues, keeps overlapping
+cues, and drops the repeated line of YouTube's rolling captions. Every parse failure becomes a `SubtitleError`
+that names the file and the line.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def parse_vtt(text: str, path: str = "<string>") -> list[Caption]:
         raise SubtitleError(path, 1, f"invalid WebVTT file ({error})") from error
     if len(document.captions) != len(timing_lines):
         # NOTE: only reachable if webvtt-py drops a block whose timing line passed the check
-        # above; the line of the first timing line is the best location available.
+        # above. The parser does not say which block, so the first timing line is reported.
         raise SubtitleError(
             path,
             timing_lines[0] if timing_lines else 1,
@@ -207,9 +207,9 @@ def _timing_line_numbers(text: str) -> list[int]:
 def _check_srt_content(content: list[str], timing_line: int, path: str) -> None:
     """Reject a cue index inside a cue's text, the sign of a cue with a garbled timing line.
 
-    The srt package keeps text after an empty line in the cue above when no valid cue follows
-    (it tolerates blank lines inside cues), so "2" followed by an unreadable timing line would
-    otherwise be read as words of the previous cue.
+    The srt package tolerates blank lines inside cues. When no valid cue follows, it keeps the
+    text after an empty line in the cue above, so "2" followed by an unreadable timing line
+    would be read as words of the previous cue.
     """
     for index in range(1, len(content)):
         if content[index - 1].strip() or not content[index].strip().isdigit():
@@ -264,8 +264,8 @@ def _make_captions(
         lines = [_clean_text(raw) for raw in raw_lines]
         lines = [text for text in lines if text]
         # YouTube's rolling captions repeat the previous cue's last line as the first line of
-        # the next cue (and in 10 ms cues that hold only that line); those words were already
-        # timed by the earlier cue.
+        # the next cue, and in 10 ms cues that contain only that line. The earlier cue has
+        # already timed those words.
         while lines and lines[0] == previous_line:
             lines.pop(0)
         if raw_lines:
