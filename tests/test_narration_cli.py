@@ -190,3 +190,27 @@ def test_embed_phrases_checks_rows():
         embed_phrases(lambda texts: np.full((1, 4), np.nan), ["a"])
     empty = embed_phrases(lambda texts: np.asarray([]), [], dimension=4)
     assert empty.shape == (0, 4)
+
+
+def test_sentence_transformer_wrapper(monkeypatch):
+    # A stand-in for the sentence-transformers package, which the test environment lacks.
+    class FakeModel:
+        def __init__(self, name, device=None):
+            self.name = name
+
+        def get_sentence_embedding_dimension(self):
+            return 3
+
+        def encode(self, texts, convert_to_numpy, normalize_embeddings, show_progress_bar):
+            assert convert_to_numpy and normalize_embeddings and not show_progress_bar
+            return np.tile(np.array([0.6, 0.8, 0.0]), (len(texts), 1))
+
+    module = types.ModuleType("sentence_transformers")
+    module.SentenceTransformer = FakeModel
+    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
+    embedder = load_embedder("all-MiniLM-L6-v2")
+    assert embedder.dimension == 3
+    vectors = embedder(["add rice", "stir"])
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, [[0.6, 0.8, 0.0]] * 2, rtol=1e-6)
+    assert embedder([]).shape == (0, 3)
