@@ -1,0 +1,284 @@
+"""Training-step throughput of the JAX model against a PyTorch CPU step like the released code's.
+
+Run from the repository root (the baseline needs the ``bench`` extra: torch, numba,
+scikit-learn):
+
+    .venv/bin/python benchmarks/bench_train.py                  # prints markdown
+    .venv/bin/python benchmarks/bench_train.py --quick          # fewer repeats
+    .venv/bin/python benchmarks/bench_train.py --devices 1,2,4  # JAX rows on 1, 2, 4 devices
+    .venv/bin/python benchmarks/bench_train.py --write docs/benchmarks.md
+
+Every row trains on the batch size of Shen, Wang and Elhamifar (CVPR 2021): 30 videos of about 90 segments and 40 narration phrases
+each, 512-d features, K = 7 visual and K + K_bg = 17 linguistic prototypes. The data are
+synthetic, shaped like real inputs: unit vectors near one of K step directions, in time order.
+
+- JAX, pooled: the library's jitted train step (``dwsa_jax.training.make_train_step``) with its
+  defaults, float32; once more with the released code's row softmax on the cost matrix.
+- PyTorch baseline: ``benchmarks/baselines/torch_released_step.py``, float64 on the CPU, with
+  scikit-learn's k-means++ and the per-pair numba DWSA at every step.
+
+Compilation and the first step are excluded, and each time is the median of repeated steps.
+``--devices`` re-runs the JAX rows in a subprocess per device count, with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (a CPU split into N host devices).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import report  # noqa: E402
+
+SECTION = "bench_train"
+NUM_VIDEOS = 30
+DIM = 512
+NUM_PROTOTYPES = 7
+NUM_BACKGROUND = 10
+# The pooled step reaches this ratio of the PyTorch baseline's steps per second, or more.
+TARGET_RATIO = 15.0
+
+
+class SyntheticBatch:
+    """One synthetic pooled batch, as numpy arrays (float64), with per-video counts.
+
+    Attributes:
+      segments: (N, D) unit-norm segment features of all videos, concatenated.
+      segment_times: (N,) normalised time (t + 0.5) / T of each segment in its video.
+      phrases: (P, D) unit-norm phrase features of all videos, concatenated.
+      phrase_times: (P,) normalised phrase times in [0, 1].
+      segment_counts: (num_videos,) segments per video.
+      phrase_counts: (num_videos,) phrases per video.
+    """
+
+    def __init__(self, seed, num_videos=NUM_VIDEOS, dim=DIM, num_steps=NUM_PROTOTYPES):
+        rng = np.random.default_rng(seed)
+        steps = rng.normal(size=(num_steps, dim))
+        segments, segment_times, phrases, phrase_times = [], [], [], []
+        self.segment_counts = rng.integers(70, 111, size=num_videos)
+        self.phrase_counts = rng.integers(30, 51, size=num_videos)
+        for num_segments, num_phrases in zip(self.segment_counts, self.phrase_counts):
+            times = (np.arange(num_segments) + 0.5) / num_segments
+            segments.append(self._near_steps(rng, steps, times))
+            segment_times.append(times)
+            times = np.sort(rng.uniform(size=num_phrases))
+            phrases.append(self._near_steps(rng, steps, times))
+            phrase_times.append(times)
+        self.segments = np.concatenate(segments)
+        self.segment_times = np.concatenate(segment_times)
+        self.phrases = np.concatenate(phrases)
+        self.phrase_times = np.concatenate(phrase_times)
+
+    @staticmethod
+    def _near_steps(rng, steps, times):
+        """Return unit vectors near the step direction of each time, steps in time order."""
+        step_of_time = np.minimum((times * len(steps)).astype(int), len(steps) - 1)
+        points = steps[step_of_time] + 1.5 * rng.normal(size=(len(times), steps.shape[1]))
+        return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def measure_jax_pooled(data, *, row_softmax, budget):
+    """Return seconds per pooled JAX train step (float32) and the compile time."""
+    import jax
+    import jax.numpy as jnp
+
+    from dwsa_jax import model, training
+
+    loss_config = model.LossConfig(
+        num_background_prototypes=NUM_BACKGROUND, row_softmax=row_softmax
+    )
+    config = training.TrainConfig(loss=loss_config, num_prototypes=NUM_PROTOTYPES)
+    graphdef, params = training.split_model(model.FeatureMaps(DIM))
+    optimizer = training.make_optimizer(config)
+    opt_state = optimizer.init(params)
+    train_step = training.make_train_step(
+        graphdef, optimizer, num_prototypes=NUM_PROTOTYPES, loss_config=loss_config
+    )
+    batch = model.PooledBatch(
+        visual=jnp.asarray(data.segments, jnp.float32),
+        visual_times=jnp.asarray(data.segment_times, jnp.float32),
+        visual_mask=jnp.ones(len(data.segments), bool),
+        text=jnp.asarray(data.phrases, jnp.float32),
+        text_times=jnp.asarray(data.phrase_times, jnp.float32),
+        text_mask=jnp.ones(len(data.phrases), bool),
+    )
+    state = {"params": params, "opt_state": opt_state, "step": 0}
+    base_key = jax.random.PRNGKey(0)
+
+    def step():
+        # A new key per step, as in training, so k-means++ draws new initial prototypes.
+        key = jax.random.fold_in(base_key, state["step"])
+        params, opt_state, loss = train_step(state["params"], state["opt_state"], batch, key)
+        jax.block_until_ready(loss)
+        state.update(params=params, opt_state=opt_state, step=state["step"] + 1)
+
+    begin = time.perf_counter()
+    step()
+    compile_seconds = time.perf_counter() - begin
+    return report.median_seconds(step, budget_seconds=budget), compile_seconds
+
+
+def measure_torch(data, *, budget):
+    """Return seconds per PyTorch baseline step (float64) and the first step's time."""
+    import torch
+
+    from benchmarks.baselines import torch_released_step
+
+    trainer = torch_released_step.ReleasedTrainer(
+        DIM, NUM_PROTOTYPES, num_background=NUM_BACKGROUND
+    )
+    tensors = [
+        torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+        for array in (data.segments, data.segment_times, data.phrases, data.phrase_times)
+    ]
+
+    def step():
+        trainer.step(*tensors)
+
+    begin = time.perf_counter()
+    step()  # numba compiles the DWSA on the first step
+    first_seconds = time.perf_counter() - begin
+    return report.median_seconds(step, budget_seconds=budget, min_repeats=3), first_seconds
+
+
+def jax_rows(data, budget):
+    """Measure every JAX row in this process; return a list of result dicts."""
+    # NOTE: the pooled step is one SOPL + DWSA problem and runs on the default device only, so
+    # rows with more forced host devices measure the same step; data-parallel rows go here.
+    import jax
+
+    rows = []
+    for name, row_softmax in [("JAX pooled, float32", False),
+                              ("JAX pooled, float32, row softmax", True)]:
+        seconds, compile_seconds = measure_jax_pooled(data, row_softmax=row_softmax,
+                                                      budget=budget)
+        rows.append({
+            "name": name, "devices": jax.device_count(), "seconds": seconds,
+            "setup_seconds": compile_seconds, "videos": NUM_VIDEOS,
+        })
+    return rows
+
+
+def jax_rows_on_devices(num_devices, args):
+    """Run the JAX rows in a subprocess with ``num_devices`` forced host devices."""
+    environment = dict(os.environ)
+    environment["XLA_FLAGS"] = (
+        environment.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={num_devices}"
+    ).strip()
+    command = [sys.executable, __file__, "--jax-only-json", "--seed", str(args.seed)]
+    if args.quick:
+        command.append("--quick")
+    output = subprocess.run(
+        command, env=environment, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def results_table(rows, torch_seconds):
+    """Format the rows as markdown, with the ratio of each row to the PyTorch baseline."""
+    headers = ["implementation", "devices", "steps/s", "video pairs/s", "x PyTorch",
+               "compile or first step s"]
+    cells = []
+    for row in rows:
+        ratio = torch_seconds / row["seconds"] if torch_seconds else float("nan")
+        cells.append([
+            row["name"], row["devices"], f"{1.0 / row['seconds']:.3g}",
+            f"{row['videos'] / row['seconds']:.3g}", f"{ratio:.1f}x",
+            f"{row['setup_seconds']:.1f}",
+        ])
+    return report.markdown_table(headers, cells)
+
+
+def build_section(args, data, rows, torch_seconds, load_before, load_after):
+    """Return the markdown section: machine, command, the table and the target verdict."""
+    command = "python benchmarks/bench_train.py" + (" --quick" if args.quick else "")
+    if args.devices != "1":
+        command += f" --devices {args.devices}"
+    pooled_rows = [row for row in rows if row["name"] == "JAX pooled, float32"]
+    pooled = min(pooled_rows, key=lambda row: row["devices"])
+    ratio = torch_seconds / pooled["seconds"]
+    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    lines = [
+        "## Training step throughput",
+        "",
+        f"Command: `{command}`. Measured on:",
+        "",
+        *report.machine_lines(["jax", "jaxlib", "flax", "optax", "torch", "numba",
+                               "scikit-learn"]),
+        f"- 1-minute load average: {load_before} before, {load_after} after the run",
+        "",
+        f"One pooled batch of {NUM_VIDEOS} videos: {len(data.segments)} segments"
+        f" ({data.segment_counts.min()}-{data.segment_counts.max()} per video) and"
+        f" {len(data.phrases)} phrases ({data.phrase_counts.min()}-{data.phrase_counts.max()}"
+        f" per video), D = {DIM}, K = {NUM_PROTOTYPES}, K_bg = {NUM_BACKGROUND}, gamma = beta"
+        " = 1e-3, 5 SOPL iterations, Adam with L2 weight decay. Video pairs per second ="
+        f" {NUM_VIDEOS} x steps per second. Median of repeated steps, compilation and first"
+        " step excluded.",
+        "",
+        f"PyTorch baseline (float64, CPU): {1.0 / torch_seconds:.3g} steps/s"
+        f" ({torch_seconds:.2f} s per step).",
+        "",
+        results_table(rows, torch_seconds),
+        "",
+        f"Target: pooled JAX step (float32) at least {TARGET_RATIO:.0f}x the PyTorch"
+        f" baseline (float64): {ratio:.1f}x, {verdict}.",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="short run: 1 s time budget per measurement instead of 10 s")
+    parser.add_argument("--devices", default="1",
+                        help="comma-separated numbers of forced host devices for the JAX rows "
+                             "(default 1; e.g. 1,2,4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
+    parser.add_argument("--write", metavar="PATH",
+                        help="replace this script's section of a markdown file, e.g. "
+                             "docs/benchmarks.md")
+    parser.add_argument("--jax-only-json", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    budget = 1.0 if args.quick else 10.0
+    data = SyntheticBatch(args.seed)
+
+    if args.jax_only_json:
+        # Child process of --devices: the parent reads the last line of stdout.
+        print(json.dumps(jax_rows(data, budget)))
+        return 0
+
+    load_before = report.load_average()
+    torch_seconds, _ = measure_torch(data, budget=budget)
+    print(f"# PyTorch baseline: {torch_seconds:.2f} s per step", file=sys.stderr)
+    rows = []
+    for num_devices in [int(count) for count in args.devices.split(",")]:
+        if num_devices == 1 and "xla_force_host_platform_device_count" not in os.environ.get(
+                "XLA_FLAGS", ""):
+            rows += jax_rows(data, budget)
+        else:
+            rows += jax_rows_on_devices(num_devices, args)
+        print(f"# JAX rows on {num_devices} device(s) done", file=sys.stderr)
+
+    section = build_section(args, data, rows, torch_seconds, load_before,
+                            report.load_average())
+    print(section)
+    if args.write:
+        report.write_section(args.write, SECTION, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
