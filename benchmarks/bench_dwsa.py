@@ -220,9 +220,7 @@ def main(argv=None):
             measure_row(rng, SCALING_Q, num_text, SCALING_BATCH, args.gamma, budget))
 
     section = build_section(args, rows, scaling_rows, load_before, report.load_average())
-    print(section)
-    if args.write:
-        report.write_section(args.write, SECTION, section)
+    report.publish(section, SECTION, args.write)
     return 0
 
 

@@ -8,9 +8,10 @@ scikit-learn):
     .venv/bin/python benchmarks/bench_train.py --devices 1,2,4  # JAX rows on 1, 2, 4 devices
     .venv/bin/python benchmarks/bench_train.py --write docs/benchmarks.md
 
-Every row trains on the batch size of Shen, Wang and Elhamifar (CVPR 2021): 30 videos of about 90 segments and 40 narration phrases
-each, 512-d features, K = 7 visual and K + K_bg = 17 linguistic prototypes. The data are
-synthetic, shaped like real inputs: unit vectors near one of K step directions, in time order.
+Every row trains on the batch size of Shen, Wang and Elhamifar (CVPR 2021): 30 videos of
+about 90 segments and 40 narration phrases each, 512-d features, K = 7 visual and
+K + K_bg = 17 linguistic prototypes. The data are synthetic, shaped like real inputs: unit
+vectors near one of K step directions, in time order.
 
 - JAX, pooled: the library's jitted train step (``dwsa_jax.training.make_train_step``) with its
   defaults, float32; once more with the released code's row softmax on the cost matrix.
@@ -274,9 +275,7 @@ def main(argv=None):
 
     section = build_section(args, data, rows, torch_seconds, load_before,
                             report.load_average())
-    print(section)
-    if args.write:
-        report.write_section(args.write, SECTION, section)
+    report.publish(section, SECTION, args.write)
     return 0
 
 

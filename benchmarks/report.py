@@ -107,6 +107,13 @@ def write_section(path, name, body):
     path.write_text(text)
 
 
+def publish(section, name, path=None):
+    """Print a markdown section and, when ``path`` is given, write it as section ``name``."""
+    print(section)
+    if path:
+        write_section(path, name, section)
+
+
 def format_rate(value):
     """Format a throughput: whole numbers with thousands separators from 100 up ("12,345"),
     three significant digits below."""
