@@ -178,32 +178,48 @@ def kmeans_plus_plus(
     return jax.lax.stop_gradient(points)[indices]
 
 
+def _sample_proportional(key, weights, num_samples):
+    """Draw `num_samples` indices with probability proportional to non-negative `weights`.
+
+    Inverse-CDF sampling on the cumulative sum: entries of weight 0 are never drawn, and
+    inserting zero-weight entries (padding) anywhere does not change which valid entry a key
+    draws. That makes padded and unpadded inputs pick the same points.
+    """
+    cumulative = jnp.cumsum(weights)
+    # Drawn in float32 whatever the dtype, so float32 and float64 inputs pick the same points.
+    uniform = jax.random.uniform(key, (num_samples,), dtype=jnp.float32)
+    targets = uniform.astype(weights.dtype) * cumulative[-1]
+    indices = jnp.searchsorted(cumulative, targets, side="right", method="compare_all")
+    # Rounding can push a target to the total; fall back to the last entry of positive weight.
+    last_positive = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
+    return jnp.minimum(indices, last_positive).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "num_local_trials"))
 def _kmeans_plus_plus_indices(key, points, valid, *, k, num_local_trials):
     dtype = points.dtype
+    uniform_weights = valid.astype(dtype)
     key, first_key = jax.random.split(key)
 
-    # Padded rows may hold anything, NaN included; zero them so no distance becomes NaN.
+    # Padded rows may hold anything, NaN included. Zeroing them keeps every distance finite.
     points = jnp.where(valid[:, None], points, 0)
 
     def squared_distances(center):
         sq = jnp.sum((points - center) ** 2, axis=-1)
         return jnp.where(valid, sq, 0)
 
-    first = jax.random.categorical(first_key, jnp.where(valid, 0.0, -jnp.inf))
-    indices = jnp.zeros((k,), jnp.int32).at[0].set(first.astype(jnp.int32))
+    first = _sample_proportional(first_key, uniform_weights, 1)[0]
+    indices = jnp.zeros((k,), jnp.int32).at[0].set(first)
     min_sq = squared_distances(points[first])
 
     def choose_next(i, state):
         key, indices, min_sq = state
         key, sample_key = jax.random.split(key)
-        total = jnp.sum(min_sq)
-        weights = jnp.where(total > 0, min_sq, valid.astype(dtype))
-        logits = jnp.where(weights > 0, jnp.log(jnp.where(weights > 0, weights, 1)), -jnp.inf)
-        candidates = jax.random.categorical(sample_key, logits, shape=(num_local_trials,))
+        weights = jnp.where(jnp.sum(min_sq) > 0, min_sq, uniform_weights)
+        candidates = _sample_proportional(sample_key, weights, num_local_trials)
         candidate_sq = jnp.minimum(min_sq[None, :], jax.vmap(squared_distances)(points[candidates]))
         best = jnp.argmin(jnp.sum(candidate_sq, axis=1))
-        indices = indices.at[i].set(candidates[best].astype(jnp.int32))
+        indices = indices.at[i].set(candidates[best])
         return key, indices, candidate_sq[best]
 
     _, indices, _ = jax.lax.fori_loop(1, k, choose_next, (key, indices, min_sq))
