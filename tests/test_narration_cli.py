@@ -214,3 +214,30 @@ def test_sentence_transformer_wrapper(monkeypatch):
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, [[0.6, 0.8, 0.0]] * 2, rtol=1e-6)
     assert embedder([]).shape == (0, 3)
+
+
+def test_hook_options_import_callables(tmp_path, monkeypatch):
+    (tmp_path / "caption_hooks.py").write_text(
+        "def punctuate(words):\n"
+        "    return [w + '.' if w == 'pan' else w for w in words]\n"
+        "def resolve(words):\n"
+        "    return ['the rice' if w == 'it' else w for w in words]\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    folder = tmp_path / "subtitles"
+    folder.mkdir()
+    (folder / "demo.vtt").write_text(
+        "WEBVTT\n\n00:00:00.000 --> 00:00:04.000\nheat the pan\n\n"
+        "00:00:04.000 --> 00:00:08.000\nthen stir it in the pan\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / TASK
+    assert _run("--subtitles", folder, "--out", out, "--mode", "verb-phrase",
+                "--restore-punctuation", "caption_hooks:punctuate",
+                "--resolve-coreference", "caption_hooks:resolve") == 0
+    phrases = read_verb_phrases(out / "verb_phrases" / "demo_verb_phrases.txt")
+    assert [p.text for p in phrases] == ["heat the pan", "stir the rice in the pan"]
+    # "the rice" replaces "it", spoken in the second cue (4-8 s), and keeps its time.
+    assert phrases[1].start >= 4.0
+    assert _run("--subtitles", folder, "--out", out, "--restore-punctuation", "caption_hooks") == 2
