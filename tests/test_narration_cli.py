@@ -202,7 +202,9 @@ def test_sentence_transformer_wrapper(monkeypatch):
             return 3
 
         def encode(self, texts, convert_to_numpy, normalize_embeddings, show_progress_bar):
-            assert convert_to_numpy and normalize_embeddings and not show_progress_bar
+            assert convert_to_numpy
+            assert normalize_embeddings
+            assert not show_progress_bar
             return np.tile(np.array([0.6, 0.8, 0.0]), (len(texts), 1))
 
     module = types.ModuleType("sentence_transformers")
