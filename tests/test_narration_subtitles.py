@@ -273,3 +273,10 @@ def test_srt_blank_line_inside_cue_tolerated():
         "2\n00:00:03,000 --> 00:00:04,000\nstir\n"
     )
     assert [caption.text for caption in captions] == ["add rice and salt", "stir"]
+
+
+def test_srt_timing_lines_with_arrow_in_text():
+    captions = parse_srt(
+        "1\n00:00:01,000 --> 00:00:02,000\nsay --> this\n\n2\n00:00:03,000 - > 00:00:04,000\nok\n"
+    )
+    assert captions == [Caption(1.0, 2.0, "say --> this", 2), Caption(3.0, 4.0, "ok", 6)]

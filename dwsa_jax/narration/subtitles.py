@@ -115,7 +115,10 @@ def parse_srt(text: str, path: str = "<string>") -> list[Caption]:
     except ValueError as error:  # timestamps whose fields overflow timedelta
         raise SubtitleError(path, 1, f"invalid SubRip timestamp ({error})") from error
 
-    timing_lines = _timing_line_numbers(text)
+    # srt.parse builds one cue per match of srt.SRT_REGEX, whose group 2 is the start time.
+    timing_lines = [_line_number(text, match.start(2)) for match in srt.SRT_REGEX.finditer(text)]
+    if len(timing_lines) != len(cues):
+        timing_lines = _timing_line_numbers(text)
     timed_lines = []
     for number, cue in enumerate(cues):
         line = timing_lines[number] if number < len(timing_lines) else 1
