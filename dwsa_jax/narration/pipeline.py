@@ -156,6 +156,9 @@ def write_narration(
     Returns:
       Path of the phrase file.
     """
+    # NOTE: in "concrete" mode the file holds only the kept phrases, so `load_task` normalises
+    # phrase times by the last kept phrase. The released code normalises by the last extracted
+    # one; "verb-phrase" mode plus the loader's concreteness threshold reproduces that.
     task_dir = Path(task_dir)
     phrase_dir = task_dir / data.PHRASE_DIR
     phrase_dir.mkdir(parents=True, exist_ok=True)
