@@ -53,11 +53,14 @@ class SOPLConfig:
             goes to 0 each iteration becomes a hard Lloyd step.
         time_weight: weight w of the time coordinate; points are augmented with sqrt(w) * tau,
             so w scales the squared time distance. w = 0 clusters on the features alone.
+        num_local_trials: candidates per k-means++ step. 1 is plain D^2 sampling, the default
+            here. 2 + floor(ln K) is scikit-learn's greedy variant, used by the authors' release.
     """
 
     num_iterations: int = 5
     beta: float = 1e-3
     time_weight: float = 1.0
+    num_local_trials: int = 1
 
     def __post_init__(self):
         if not isinstance(self.num_iterations, int) or self.num_iterations < 1:
@@ -67,6 +70,7 @@ class SOPLConfig:
             )
         _check_beta(self.beta)
         _check_time_weight(self.time_weight)
+        _check_num_local_trials(self.num_local_trials)
 
 
 class SOPLOutput(NamedTuple):

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dwsa_jax.prototypes import (
     SOPLConfig,
@@ -74,6 +76,23 @@ def test_kmeans_plus_plus_never_picks_masked():
             lambda key: kmeans_plus_plus_indices(key, x, 6, mask=mask, num_local_trials=trials)
         )(keys)
         assert mask[np.asarray(picks)].all(), f"masked point chosen with {trials} local trials"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    k=st.integers(1, 4),
+    valid_flags=st.lists(st.booleans(), min_size=12, max_size=12),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_kmeans_plus_plus_random_masks(k, valid_flags, seed):
+    mask = np.array(valid_flags)
+    if mask.sum() < k:
+        mask[:k] = True
+    x = np.random.default_rng(seed).normal(size=(12, 3))
+    indices = np.asarray(kmeans_plus_plus_indices(jax.random.key(seed), x, k, mask=mask))
+    assert mask[indices].all()
+    # Distinct random points keep D^2 mass until k are chosen, so no point repeats.
+    assert len(set(indices.tolist())) == k
 
 
 def test_kmeans_plus_plus_nan_padding():
@@ -238,6 +257,7 @@ def test_sopl_rejects_bad_hyperparameters(kwargs, message):
 def test_sopl_config_defaults_and_checks():
     config = SOPLConfig()
     assert (config.num_iterations, config.beta, config.time_weight) == (5, 1e-3, 1.0)
+    assert config.num_local_trials == 1
     with pytest.raises(ValueError, match="beta"):
         SOPLConfig(beta=0.0)
 
