@@ -117,8 +117,8 @@ class SimulationConfig:
     nuisance_dim: int = 4
     step_scale: float = 1.0
     background_scale: float = 1.0
-    video_offset_scale: float = 1.5
-    segment_nuisance_scale: float = 1.5
+    video_offset_scale: float = 1.0
+    segment_nuisance_scale: float = 1.0
     visual_noise: float = 0.5
     text_noise: float = 0.3
     modality_gap: float = 0.8
