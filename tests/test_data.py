@@ -324,3 +324,37 @@ def test_write_task_round_trip(tmp_path):
     # The given score 2.0 filters "stir it" at the default threshold; the other gets 5.0.
     filtered = load_task(tmp_path / "processed", "sim")
     assert [p.text for p in filtered.videos[0].phrases] == ["add the rice"]
+
+
+def test_load_task_warns_about_skipped_files(tmp_path, caplog):
+    processed, data = make_layout(tmp_path, np.random.default_rng(0))
+    (data / "105222" / "annotations" / f"{SECOND}.csv").rename(
+        data / "105222" / "annotations" / "105222_noFeatures.csv")
+    (processed / "105222" / "verb_phrases" / "105222_orphan_verb_phrases.txt").write_text(
+        "1.0\t2.0\tadd rice\n")
+    with caplog.at_level(logging.WARNING):
+        task = load_task(processed, "105222", data_dir=data)
+    assert task.video(SECOND).steps is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("have no annotation file" in m and SECOND in m for m in messages)
+    assert any("annotated but have no video features" in m and "105222_noFeatures" in m
+               for m in messages)
+    assert any("narration files but no video features" in m and "105222_orphan" in m
+               for m in messages)
+
+
+def test_videos_with_narration_rejects_task_without_phrases():
+    task = Task(name="t", videos=(video("t_a", 5, 0), video("t_b", 5, 0)))
+    with pytest.raises(ValueError, match="task t: no video has narration phrases"):
+        videos_with_narration(task)
+
+
+def test_load_task_all_phrases_filtered_warns(tmp_path, caplog):
+    processed, data = make_layout(tmp_path, np.random.default_rng(0))
+    # "pour the oil" scores 4.8, below a threshold of 4.85.
+    with caplog.at_level(logging.WARNING):
+        task = load_task(processed, "105222", data_dir=data, concreteness_threshold=4.85)
+    assert not task.video(SECOND).has_narration
+    assert any("lost every phrase to the concreteness threshold 4.85" in r.getMessage()
+               and SECOND in r.getMessage() for r in caplog.records)
+    assert [p.text for p in task.video(FIRST).phrases] == ["add the rice", "fry the kimchi"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dwsa_jax.metrics import (
     Scores,
@@ -214,3 +216,16 @@ def test_real_crosstask_video_frames():
     np.testing.assert_array_equal(np.flatnonzero(frames == 6),
                                   np.concatenate([np.arange(634, 659), np.arange(693, 724)]))
     np.testing.assert_array_equal(np.flatnonzero(frames == 1), np.arange(1117, 1140))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 3), st.integers(-1, 4)), min_size=1, max_size=40),
+       st.permutations(range(4)))
+def test_evaluate_task_invariant_to_cluster_relabelling(pairs, permutation):
+    pred = np.array([p for p, _ in pairs])
+    true = np.array([t for _, t in pairs])
+    relabelled = np.where(pred >= 0, np.array(permutation)[np.maximum(pred, 0)], -1)
+    scores = evaluate_task([pred], [true])
+    assert evaluate_task([relabelled], [true]) == pytest.approx(scores)
+    for value in scores:
+        assert 0.0 <= value <= 1.0
