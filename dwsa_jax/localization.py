@@ -11,7 +11,7 @@ k-means++ (`dwsa_jax.prototypes.kmeans_plus_plus`) as its initialisation. The se
 videos are concatenated into one (N, D) array, so no padding or mask is needed here.
 
 Reference: Y. Shen, L. Wang and E. Elhamifar, "Learning to Segment Actions from Visual and
-Language Instructions via Differentiable Weak Sequence Alignment", CVPR 2021, section 4.
+Language Instructions via Differentiable Weak Sequence Alignment", CVPR 2021.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ boolean mask. Padded points are never chosen by k-means++, get zero assignment w
 receive exactly zero gradient, whatever values they hold (NaN included).
 
 Reference: Y. Shen, L. Wang and E. Elhamifar, "Learning to Segment Actions from Visual and
-Language Instructions via Differentiable Weak Sequence Alignment", CVPR 2021, section 3.2.
+Language Instructions via Differentiable Weak Sequence Alignment", CVPR 2021.
 """
 
 from __future__ import annotations
