@@ -379,7 +379,8 @@ class _Narration(NamedTuple):
 
 
 def _load_narration(task_dir: Path, vid: str, dim: int, vocab: Mapping[str, float] | None,
-                    threshold: float, not_in_vocab: list[str]) -> _Narration | None:
+                    threshold: float, not_in_vocab: list[str],
+                    below_threshold: list[str]) -> _Narration | None:
     """Read, time and filter one video's phrases; None when it has no phrase file."""
     phrase_path = task_dir / PHRASE_DIR / f"{vid}{PHRASE_SUFFIX}"
     text_path = task_dir / TEXT_DIR / f"{vid}{TEXT_SUFFIX}"
@@ -410,8 +411,9 @@ def _load_narration(task_dir: Path, vid: str, dim: int, vocab: Mapping[str, floa
             score = vocab.get(phrase.text)
             if score is None:
                 not_in_vocab.append(phrase.text)
-            else:
-                keep[index] = score >= threshold
+            elif score < threshold:
+                keep[index] = False
+                below_threshold.append(phrase.text)
     kept = tuple(p for p, k in zip(phrases, keep) if k)
     if not kept:
         return _Narration((), None, np.zeros(0, np.float32), len(phrases))
@@ -466,7 +468,7 @@ def load_task(processed_dir: str | os.PathLike, task: str, *,
         step_names, annotations = _load_annotations(Path(data_dir), task, vids)
 
     videos, dim = [], None
-    without_phrases, filtered_out, not_in_vocab = [], [], []
+    without_phrases, filtered_out, not_in_vocab, below_threshold = [], [], [], []
     num_read = num_kept = 0
     for vid in vids:
         features = load_features(task_dir / VIDEO_DIR / f"{vid}{VIDEO_SUFFIX}")
@@ -481,7 +483,7 @@ def load_task(processed_dir: str | os.PathLike, task: str, *,
                 f"{vids[0]} has {dim}; extract every video of task {task} with the same model")
 
         narration = _load_narration(task_dir, vid, dim, vocab, concreteness_threshold,
-                                    not_in_vocab)
+                                    not_in_vocab, below_threshold)
         if narration is None or narration.num_read == 0:
             without_phrases.append(vid)
             narration = _Narration((), None, np.zeros(0, np.float32), 0)
@@ -509,9 +511,13 @@ def load_task(processed_dir: str | os.PathLike, task: str, *,
         unique = sorted(set(not_in_vocab))
         logger.warning("task %s: %d phrase(s) missing from %s were kept unfiltered: %s",
                        task, len(not_in_vocab), VOCAB_FILE, "; ".join(unique))
-    if num_read > num_kept:
+    if below_threshold:
+        # Filtering is the requested behaviour, so it is logged at INFO, with the phrases
+        # themselves at DEBUG because a task has thousands.
         logger.info("task %s: the concreteness threshold %s kept %d of %d phrases",
                     task, concreteness_threshold, num_kept, num_read)
+        logger.debug("task %s: phrases below the concreteness threshold: %s", task,
+                     "; ".join(sorted(set(below_threshold))))
     logger.info("task %s: loaded %d videos, %d with narration", task, len(videos),
                 sum(v.has_narration for v in videos))
     return Task(name=task, videos=tuple(videos), step_names=step_names,

@@ -358,3 +358,13 @@ def test_load_task_all_phrases_filtered_warns(tmp_path, caplog):
     assert any("lost every phrase to the concreteness threshold 4.85" in r.getMessage()
                and SECOND in r.getMessage() for r in caplog.records)
     assert [p.text for p in task.video(FIRST).phrases] == ["add the rice", "fry the kimchi"]
+
+
+def test_load_task_logs_filtered_phrases(tmp_path, caplog):
+    processed, data = make_layout(tmp_path, np.random.default_rng(0))
+    with caplog.at_level(logging.DEBUG, logger="dwsa_jax.data"):
+        load_task(processed, "105222", data_dir=data)
+    messages = [r.getMessage() for r in caplog.records]
+    # 5 phrases read, "think about life" (2.0) is the only one below 3.0.
+    assert "task 105222: the concreteness threshold 3.0 kept 4 of 5 phrases" in messages
+    assert any(m.endswith("below the concreteness threshold: think about life") for m in messages)
