@@ -10,11 +10,12 @@ The JAX side is ``jax.jit(jax.vmap(jax.value_and_grad(lambda c: dwsa(c, gamma)))
 cost matrices, in float32 and float64. The baseline is the naive O(q * N^2) float64 numba
 implementation in ``benchmarks/baselines/numba_dwsa.py``, called once per pair from Python
 (as the authors' released code calls its numba DP), on the same matrices. Compilation and
-warm-up are excluded from every timing, and each time is the median of repeated calls.
+warm-up are excluded from every timing, and each time is the median of repeated calls. The
+numba, float32 and float64 calls of a row alternate, so that all three see the same load.
 
 The numba loop costs the same per pair at every batch size. So it runs over the first pairs
 of the batch, as many as fit its time budget, and its pairs per second stand for the whole
-batch. Table rows say how many pairs it timed.
+batch. Table rows give the number of pairs it timed.
 """
 
 import argparse
@@ -69,8 +70,11 @@ def make_costs(rng, batch, num_rows, num_text):
     return costs
 
 
-def time_jax(costs, dtype, gamma, budget):
-    """Return (seconds per batch, compile seconds) of jitted vmapped value_and_grad."""
+def compile_jax(costs, dtype, gamma):
+    """Compile jitted vmapped value_and_grad for ``costs``; return (call, compile seconds).
+
+    ``call()`` runs one batch and blocks until its outputs are ready.
+    """
     function = jax.jit(jax.vmap(jax.value_and_grad(lambda cost: dwsa(cost, gamma))))
     inputs = jnp.asarray(costs, dtype=dtype)
     begin = time.perf_counter()
@@ -80,11 +84,11 @@ def time_jax(costs, dtype, gamma, budget):
     def call():
         jax.block_until_ready(function(inputs))
 
-    return report.median_seconds(call, budget_seconds=budget), compile_seconds
+    return call, compile_seconds
 
 
-def time_numba(costs, gamma, budget):
-    """Return (seconds per pair, pairs timed) of the per-pair numba loop over ``costs``."""
+def prepare_numba(costs, gamma, budget):
+    """Compile the numba baseline; return (call over the first pairs, number of those pairs)."""
     numba_dwsa.dwsa_value_and_grad(costs[0], gamma)  # numba compiles on the first call
     begin = time.perf_counter()
     numba_dwsa.dwsa_value_and_grad(costs[0], gamma)
@@ -97,20 +101,26 @@ def time_numba(costs, gamma, budget):
         for cost in subset:
             numba_dwsa.dwsa_value_and_grad(cost, gamma)
 
-    return report.median_seconds(call, budget_seconds=budget) / num_pairs, num_pairs
+    return call, num_pairs
 
 
 def measure_row(rng, num_rows, num_text, batch, gamma, budget):
-    """Time numba, JAX float32 and JAX float64 on one batch; return a dict of results."""
+    """Time numba, JAX float32 and JAX float64 on one batch; return a dict of results.
+
+    The three calls alternate round by round, so that all see the same background load.
+    """
     costs = make_costs(rng, batch, num_rows, num_text)
-    numba_pair_seconds, numba_pairs = time_numba(costs, gamma, budget)
-    f32_seconds, f32_compile = time_jax(costs, jnp.float32, gamma, budget)
-    f64_seconds, f64_compile = time_jax(costs, jnp.float64, gamma, budget)
+    numba_call, numba_pairs = prepare_numba(costs, gamma, budget)
+    f32_call, f32_compile = compile_jax(costs, jnp.float32, gamma)
+    f64_call, f64_compile = compile_jax(costs, jnp.float64, gamma)
+    numba_seconds, f32_seconds, f64_seconds = report.interleaved_median_seconds(
+        [numba_call, f32_call, f64_call], budget_seconds=budget
+    )
     return {
         "q": num_rows,
         "q_text": num_text,
         "batch": batch,
-        "numba_rate": 1.0 / numba_pair_seconds,
+        "numba_rate": numba_pairs / numba_seconds,
         "numba_pairs": numba_pairs,
         "f32_rate": batch / f32_seconds,
         "f64_rate": batch / f64_seconds,
@@ -178,7 +188,7 @@ def build_section(args, rows, scaling_rows, load_before, load_after):
         " `jax.jit(jax.vmap(jax.value_and_grad(lambda c: dwsa(c, gamma))))` over the batch."
         " numba: the O(q * N^2) float64 baseline called once per pair in a Python loop, timed"
         " on the first pairs of the same batch (count in brackets). Compilation excluded,"
-        " median of repeated calls.",
+        " median of repeated calls, the three implementations of a row called in turn.",
         "",
         throughput_table(rows),
         "",
@@ -231,7 +241,8 @@ def profile_ops(num_rows, num_text, batch, gamma, *, dtype=jnp.float32, calls=3,
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="short run: 0.3 s time budget per measurement instead of 2 s")
+                        help="short run: 0.3 s time budget per measurement instead of 2 s, "
+                             "and no untargeted rows at q >= 100")
     parser.add_argument("--gamma", type=float, default=1e-3,
                         help="soft-min temperature of DWSA (default 1e-3, the paper's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cost matrices")
@@ -256,6 +267,8 @@ def main(argv=None):
     rows = []
     for num_rows, num_text in SIZES:
         for batch in BATCHES:
+            if args.quick and num_rows >= 100 and (num_rows, num_text, batch) not in TARGETS:
+                continue  # --quick skips the large sizes' rows that carry no target
             row = measure_row(rng, num_rows, num_text, batch, args.gamma, budget)
             print(f"# q={num_rows} q_text={num_text} pairs={batch}: "
                   f"f32 {row['f32_rate'] / row['numba_rate']:.1f}x numba", file=sys.stderr)

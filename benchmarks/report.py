@@ -34,6 +34,27 @@ def median_seconds(function, *, min_repeats=3, max_repeats=20, budget_seconds=2.
     return statistics.median(durations)
 
 
+def interleaved_median_seconds(functions, *, min_repeats=3, max_repeats=20, budget_seconds=2.0):
+    """Time several functions in turn, round after round; return each one's median, in seconds.
+
+    Alternating the calls exposes every function to the same background load, so the ratios of
+    the medians stay meaningful on a shared machine. Rounds stop after ``max_repeats``, or once
+    ``min_repeats`` rounds have run and together took longer than ``budget_seconds`` times the
+    number of functions. Each function must block until its work is done.
+    """
+    durations = [[] for _ in functions]
+    started = time.perf_counter()
+    for round_index in range(max_repeats):
+        for function, function_durations in zip(functions, durations):
+            begin = time.perf_counter()
+            function()
+            function_durations.append(time.perf_counter() - begin)
+        elapsed = time.perf_counter() - started
+        if round_index + 1 >= min_repeats and elapsed > budget_seconds * len(functions):
+            break
+    return [statistics.median(function_durations) for function_durations in durations]
+
+
 def cpu_model():
     """Return the CPU model name from /proc/cpuinfo, or platform.processor() elsewhere."""
     try:
