@@ -19,12 +19,8 @@ batch. Table rows give the number of pairs it timed.
 """
 
 import argparse
-import collections
-import gzip
-import json
 import pathlib
 import sys
-import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -202,40 +198,13 @@ def build_section(args, rows, scaling_rows, load_before, load_after):
     return "\n".join(lines)
 
 
-def profile_ops(num_rows, num_text, batch, gamma, *, dtype=jnp.float32, calls=3, top=15):
-    """Return a markdown table of the XLA CPU operations that take the time of one batch.
-
-    Runs the jitted, vmapped value_and_grad ``calls`` times under ``jax.profiler.trace`` and
-    sums the durations of each named event of the Perfetto trace. Events nest (a ``while``
-    loop contains its body's fusions), so the shares of nested rows overlap.
-    """
+def profile_ops(num_rows, num_text, batch, gamma, *, dtype=jnp.float32):
+    """Return a markdown table of the XLA CPU operations that take the time of one batch."""
     costs = make_costs(np.random.default_rng(0), batch, num_rows, num_text)
-    function = jax.jit(jax.vmap(jax.value_and_grad(lambda cost: dwsa(cost, gamma))))
-    inputs = jnp.asarray(costs, dtype=dtype)
-    jax.block_until_ready(function(inputs))
-    with tempfile.TemporaryDirectory() as folder:
-        with jax.profiler.trace(folder, create_perfetto_trace=True):
-            for _ in range(calls):
-                jax.block_until_ready(function(inputs))
-        trace_path = next(pathlib.Path(folder).rglob("*.trace.json.gz"))
-        with gzip.open(trace_path) as stream:
-            trace = json.load(stream)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    durations = collections.Counter()
-    counts = collections.Counter()
-    for event in events:
-        name = event.get("name", "")
-        # Complete events of XLA's CPU runtime; "$" marks Python frames of the profiler.
-        if event.get("ph") == "X" and not name.startswith("$"):
-            durations[name] += event.get("dur", 0)
-            counts[name] += 1
-    rows = [
-        [name, f"{total / 1e3 / calls:.2f}", f"{counts[name] / calls:.0f}"]
-        for name, total in durations.most_common(top)
-    ]
+    call, _ = compile_jax(costs, dtype, gamma)
     title = (f"XLA CPU events of one call at q = {num_rows}, q_text = {num_text}, "
              f"{batch} pairs, {jnp.dtype(dtype).name}:")
-    return title + "\n\n" + report.markdown_table(["event", "ms per call", "calls per call"], rows)
+    return title + "\n\n" + report.xla_event_table(call)
 
 
 def parse_args(argv):

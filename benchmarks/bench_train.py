@@ -19,6 +19,7 @@ vectors near one of K step directions, in time order.
   scikit-learn's k-means++ and the per-pair numba DWSA at every step.
 
 Compilation and the first step are excluded, and each time is the median of repeated steps.
+The PyTorch and the single-device JAX steps alternate, so that all see the same load.
 ``--devices`` re-runs the JAX rows in a subprocess per device count, with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (a CPU split into N host devices).
 """
@@ -86,8 +87,8 @@ class SyntheticBatch:
         return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
-def measure_jax_pooled(data, *, row_softmax, budget):
-    """Return seconds per pooled JAX train step (float32) and the compile time."""
+def prepare_jax_pooled(data, *, row_softmax):
+    """Compile the pooled JAX train step (float32); return (one-step call, compile seconds)."""
     import jax
     import jax.numpy as jnp
 
@@ -124,11 +125,11 @@ def measure_jax_pooled(data, *, row_softmax, budget):
     begin = time.perf_counter()
     step()
     compile_seconds = time.perf_counter() - begin
-    return report.median_seconds(step, budget_seconds=budget), compile_seconds
+    return step, compile_seconds
 
 
-def measure_torch(data, *, budget):
-    """Return seconds per PyTorch baseline step (float64) and the first step's time."""
+def prepare_torch(data):
+    """Build the PyTorch baseline (float64) and run its first step; return (call, seconds)."""
     import torch
 
     from benchmarks.baselines import torch_released_step
@@ -147,25 +148,36 @@ def measure_torch(data, *, budget):
     begin = time.perf_counter()
     step()  # numba compiles the DWSA on the first step
     first_seconds = time.perf_counter() - begin
-    return report.median_seconds(step, budget_seconds=budget, min_repeats=3), first_seconds
+    return step, first_seconds
 
 
-def jax_rows(data, budget):
-    """Measure every JAX row in this process; return a list of result dicts."""
+def jax_rows(data, budget, torch_step=None):
+    """Measure every JAX row in this process; return (rows, seconds per PyTorch step).
+
+    With ``torch_step``, the PyTorch baseline's steps alternate with the JAX steps round by
+    round, so that all see the same background load; otherwise the second value is None.
+    """
     # NOTE: the pooled step is one SOPL + DWSA problem and runs on the default device only, so
     # rows with more forced host devices measure the same step; data-parallel rows go here.
     import jax
 
-    rows = []
+    names, steps, setup_seconds = [], [], []
     for name, row_softmax in [("JAX pooled, float32", False),
                               ("JAX pooled, float32, row softmax", True)]:
-        seconds, compile_seconds = measure_jax_pooled(data, row_softmax=row_softmax,
-                                                      budget=budget)
-        rows.append({
-            "name": name, "devices": jax.device_count(), "seconds": seconds,
-            "setup_seconds": compile_seconds, "videos": NUM_VIDEOS,
-        })
-    return rows
+        step, compile_seconds = prepare_jax_pooled(data, row_softmax=row_softmax)
+        names.append(name)
+        steps.append(step)
+        setup_seconds.append(compile_seconds)
+    if torch_step is not None:
+        steps.insert(0, torch_step)
+    medians = report.interleaved_median_seconds(steps, budget_seconds=budget)
+    torch_seconds = medians.pop(0) if torch_step is not None else None
+    rows = [
+        {"name": name, "devices": jax.device_count(), "seconds": seconds,
+         "setup_seconds": setup, "videos": NUM_VIDEOS}
+        for name, seconds, setup in zip(names, medians, setup_seconds)
+    ]
+    return rows, torch_seconds
 
 
 def jax_rows_on_devices(num_devices, args):
@@ -223,7 +235,7 @@ def build_section(args, data, rows, torch_seconds, load_before, load_after):
         f" per video), D = {DIM}, K = {NUM_PROTOTYPES}, K_bg = {NUM_BACKGROUND}, gamma = beta"
         " = 1e-3, 5 SOPL iterations, Adam with L2 weight decay. Video pairs per second ="
         f" {NUM_VIDEOS} x steps per second. Median of repeated steps, compilation and first"
-        " step excluded.",
+        " step excluded; the PyTorch and single-device JAX steps were called in turn.",
         "",
         f"PyTorch baseline (float64, CPU): {1.0 / torch_seconds:.3g} steps/s"
         f" ({torch_seconds:.2f} s per step).",
@@ -247,6 +259,8 @@ def parse_args(argv):
     parser.add_argument("--write", metavar="PATH",
                         help="replace this script's section of a markdown file, e.g. "
                              "docs/benchmarks.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="only profile the pooled JAX step and print its XLA ops")
     parser.add_argument("--jax-only-json", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -256,22 +270,34 @@ def main(argv=None):
     budget = 1.0 if args.quick else 10.0
     data = SyntheticBatch(args.seed)
 
+    if args.profile:
+        step, _ = prepare_jax_pooled(data, row_softmax=False)
+        print("XLA CPU events of one pooled JAX train step, float32:\n")
+        print(report.xla_event_table(step))
+        return 0
+
     if args.jax_only_json:
         # Child process of --devices: the parent reads the last line of stdout.
-        print(json.dumps(jax_rows(data, budget)))
+        print(json.dumps(jax_rows(data, budget)[0]))
         return 0
 
     load_before = report.load_average()
-    torch_seconds, _ = measure_torch(data, budget=budget)
-    print(f"# PyTorch baseline: {torch_seconds:.2f} s per step", file=sys.stderr)
+    torch_step, _ = prepare_torch(data)
+    device_counts = [int(count) for count in args.devices.split(",")]
+    forced = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
     rows = []
-    for num_devices in [int(count) for count in args.devices.split(",")]:
-        if num_devices == 1 and "xla_force_host_platform_device_count" not in os.environ.get(
-                "XLA_FLAGS", ""):
-            rows += jax_rows(data, budget)
+    torch_seconds = None
+    for num_devices in device_counts:
+        if num_devices == 1 and not forced:
+            # In this process: the JAX steps alternate with the PyTorch baseline's.
+            new_rows, torch_seconds = jax_rows(data, budget, torch_step)
         else:
-            rows += jax_rows_on_devices(num_devices, args)
+            new_rows = jax_rows_on_devices(num_devices, args)
+        rows += new_rows
         print(f"# JAX rows on {num_devices} device(s) done", file=sys.stderr)
+    if torch_seconds is None:
+        torch_seconds = report.median_seconds(torch_step, budget_seconds=budget)
+    print(f"# PyTorch baseline: {torch_seconds:.2f} s per step", file=sys.stderr)
 
     section = build_section(args, data, rows, torch_seconds, load_before,
                             report.load_average())

@@ -1,11 +1,15 @@
 """Timing, machine description and docs/benchmarks.md sections shared by the benchmark scripts."""
 
+import collections
 import datetime
+import gzip
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
 import statistics
+import tempfile
 import time
 
 DOC_HEADER = """# Benchmarks
@@ -53,6 +57,38 @@ def interleaved_median_seconds(functions, *, min_repeats=3, max_repeats=20, budg
         if round_index + 1 >= min_repeats and elapsed > budget_seconds * len(functions):
             break
     return [statistics.median(function_durations) for function_durations in durations]
+
+
+def xla_event_table(call, *, calls=3, top=15):
+    """Profile ``call`` and return a markdown table of the XLA events that take its time.
+
+    Runs ``call`` (already compiled, blocking) ``calls`` times under ``jax.profiler.trace`` and
+    sums the durations of each named event of the Perfetto trace. Events nest (a ``while``
+    loop contains its body's fusions), so the times of nested rows overlap.
+    """
+    import jax
+
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(calls):
+                call()
+        trace_path = next(pathlib.Path(folder).rglob("*.trace.json.gz"))
+        with gzip.open(trace_path) as stream:
+            trace = json.load(stream)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    durations = collections.Counter()
+    counts = collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        # Complete events of XLA's CPU runtime; "$" marks Python frames of the profiler.
+        if event.get("ph") == "X" and not name.startswith("$"):
+            durations[name] += event.get("dur", 0)
+            counts[name] += 1
+    rows = [
+        [name, f"{total / 1e3 / calls:.2f}", f"{counts[name] / calls:.0f}"]
+        for name, total in durations.most_common(top)
+    ]
+    return markdown_table(["event", "ms per call", "calls per call"], rows)
 
 
 def cpu_model():
