@@ -49,10 +49,13 @@ def interleaved_median_seconds(functions, *, min_repeats=3, max_repeats=20, budg
     durations = [[] for _ in functions]
     started = time.perf_counter()
     for round_index in range(max_repeats):
-        for function, function_durations in zip(functions, durations):
+        # Each round starts one function later, so no function always runs right after the
+        # same other one (torch's OpenMP threads, for example, spin for a while after a call).
+        for offset in range(len(functions)):
+            index = (round_index + offset) % len(functions)
             begin = time.perf_counter()
-            function()
-            function_durations.append(time.perf_counter() - begin)
+            functions[index]()
+            durations[index].append(time.perf_counter() - begin)
         elapsed = time.perf_counter() - started
         if round_index + 1 >= min_repeats and elapsed > budget_seconds * len(functions):
             break
