@@ -1,7 +1,8 @@
 """Command-line options shared by the commands: one flag per configuration field.
 
 Every flag defaults to None on the command line, so only the fields a user sets replace the
-dataclass defaults (the paper's values), and `--help` shows those defaults.
+dataclass defaults, and `--help` shows those defaults. The defaults are the values of Shen,
+Wang and Elhamifar (CVPR 2021).
 """
 
 from __future__ import annotations
@@ -76,17 +77,19 @@ def _dest(option: Option, prefix: str) -> str:
 def _add_options(group, options, defaults, prefix: str) -> None:
     for option in options:
         default = getattr(defaults, option.field)
-        help_text = f"{option.help} (default: {default})"
+        help_text = option.help if "default:" in option.help else f"{option.help} (default: {default})"
         if option.type is bool:
             group.add_argument(
                 *option.flags, dest=_dest(option, prefix), action="store_const", const=True,
                 default=None, help=help_text,
             )
             continue
+        metavar = "N" if option.type is int else "VALUE"
+        if option.choices:
+            metavar = None  # argparse shows the choices
         group.add_argument(
             *option.flags, dest=_dest(option, prefix), type=option.type, default=None,
-            choices=option.choices, help=help_text,
-            metavar=None if option.choices else option.field.upper(),
+            choices=option.choices, help=help_text, metavar=metavar,
         )
 
 

@@ -14,7 +14,7 @@ mof_steps as fractions, plus "loss_history", the mean training loss per epoch), 
 (annotated against predicted key-steps for a few videos), and model/, the trained parameters,
 readable by `dwsa-jax segment --checkpoint`.
 
-Demo defaults that differ from the paper's, chosen so that the run finishes in a few minutes on
+Demo defaults that differ from those of Shen, Wang and Elhamifar (CVPR 2021), chosen so that the run finishes in a few minutes on
 2 CPU cores and training visibly helps:
   - DEMO_EPOCHS epochs instead of 50, localizing with the last epoch's parameters;
   - learning rate DEMO_LEARNING_RATE instead of 5e-4: the 36 simulated videos make 2 batches

@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     common.quiet_library_logs()
     from dwsa_jax import pipeline, training
 
-    localization_config = common.localization_config_from_args(args)
+    try:
+        localization_config = common.localization_config_from_args(args)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
     task = common.load_task_or_exit(args.processed, args.task, concreteness_threshold=0.0)
 
     model = None
@@ -60,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    labels = pipeline.localize(
-        task, num_clusters, jax.random.PRNGKey(args.seed), model=model, config=localization_config
-    )
+    try:
+        labels = pipeline.localize(
+            task, num_clusters, jax.random.PRNGKey(args.seed), model=model,
+            config=localization_config,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
     out = Path(args.out)
     training.write_json_atomic(out / PREDICTIONS_FILE, {
         "task": task.name,

@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
     common.quiet_library_logs()
     from dwsa_jax import training
 
-    config = common.train_config_from_args(args)
+    try:
+        config = common.train_config_from_args(args)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
     task = common.load_task_or_exit(
         args.processed, args.task, args.data, concreteness_threshold=args.concreteness_threshold
     )
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         result = training.train(
             task, config, checkpoint_dir=out, resume=args.resume, progress=not args.no_progress
         )
-    except training.ExistingStateError as error:
+    except ValueError as error:
+        # Invalid settings, too few points for the prototypes, or an existing training state.
         raise SystemExit(f"error: {error}") from error
     training.write_json_atomic(out / "training.json", {
         "task": task.name,
