@@ -6,12 +6,12 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_dwsa.py --quick    # a few seconds per row
     .venv/bin/python benchmarks/bench_dwsa.py --write docs/benchmarks.md
 
-The JAX side is ``jax.jit(jax.vmap(jax.value_and_grad(lambda c: dwsa(c, gamma))))`` on a batch of
-cost matrices, in float32 and float64. The baseline is the naive O(q * N^2) float64 numba
-implementation in ``benchmarks/baselines/numba_dwsa.py``, called once per pair from Python
-(as the authors' released code calls its numba DP), on the same matrices. Compilation and
-warm-up are excluded from every timing, and each time is the median of repeated calls. The
-numba, float32 and float64 calls of a row alternate, so that all three see the same load.
+The JAX side is ``jax.jit(jax.vmap(jax.value_and_grad(lambda c: dwsa(c, gamma))))`` on a
+batch of cost matrices, in float32 and float64. The baseline is the naive O(q * N^2) float64
+numba implementation in ``benchmarks/baselines/numba_dwsa.py``, called once per pair from
+Python on the same matrices. Compilation and warm-up are excluded from every timing, and each
+time is the median of repeated calls. The numba, float32 and float64 calls of a row alternate,
+so that all three see the same load.
 
 The numba loop costs the same per pair at every batch size. So it runs over the first pairs
 of the batch, as many as fit its time budget, and its pairs per second stand for the whole
