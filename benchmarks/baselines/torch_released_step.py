@@ -16,9 +16,11 @@ does the same in float64 on the CPU:
   and the gradient back;
 - ``torch.optim.Adam(lr=5e-4, weight_decay=0.02)``.
 
-Unlike the release, the DWSA gradient here is exact (no 1e-4 added to a normaliser), so its
-timing is that of the released algorithm and its result matches the library's. It exists only
-as the baseline of ``benchmarks/bench_train.py`` and needs the ``bench`` extra (torch, numba,
+Unlike the release, the DWSA gradient here is exact (no 1e-4 added to a normaliser): the
+timing is that of the released algorithm, and the numba DWSA is checked against the golden
+cases in ``tests/test_baselines.py``. The loss is not the JAX library's to the digit, because
+the library draws its k-means++ initialisation with its own PRNG. This module exists only as
+the baseline of ``benchmarks/bench_train.py`` and needs the ``bench`` extra (torch, numba,
 scikit-learn).
 """
 
