@@ -143,9 +143,14 @@ def test_train_writes_history_and_models(task, config, tmp_path):
     assert not np.allclose(kernel, np.eye(kernel.shape[0]))
 
 
-def test_resume_matches_uninterrupted_run(task, config, tmp_path):
+@pytest.mark.parametrize("split_epoch", [1, 2])
+def test_resume_matches_uninterrupted_run(task, config, tmp_path, split_epoch):
+    # Split after epoch 1: the eval epoch (2) runs after resuming. After epoch 2: the eval
+    # parameters are read back from the exported model.
     full = training.train(task, config, checkpoint_dir=tmp_path / "full")
-    first = dataclasses.replace(config, num_epochs=1, eval_epoch=1)
+    first = dataclasses.replace(
+        config, num_epochs=split_epoch, eval_epoch=min(config.eval_epoch, split_epoch)
+    )
     training.train(task, first, checkpoint_dir=tmp_path / "split")
     resumed = training.train(task, config, checkpoint_dir=tmp_path / "split", resume=True)
 
