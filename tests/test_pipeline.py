@@ -167,6 +167,15 @@ def test_train_resume_continues(dataset, task, tmp_path):
     assert len(json.loads((tmp_path / "training.json").read_text())["loss_history"]) == 2
 
 
+def test_short_run_evaluates_last_epoch(dataset, task, tmp_path):
+    assert cli.main([
+        "train", "--processed", str(dataset / "processed"), "--task", task.name,
+        "--out", str(tmp_path), "--K", str(K), "--batch-size", "3", "--K-bg", "2",
+        "--epochs", "1", "--no-progress",
+    ]) == 0
+    assert training.load_model(tmp_path / "model").metadata["epoch"] == 1
+
+
 def test_unknown_task_lists_available(dataset, task, tmp_path):
     with pytest.raises(SystemExit, match=f"tasks under .*{task.name}"):
         cli.main([

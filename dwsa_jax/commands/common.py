@@ -17,6 +17,8 @@ from dwsa_jax.localization import LocalizationConfig
 from dwsa_jax.model import ALIGNMENTS, LossConfig
 from dwsa_jax.training import BATCHING_MODES, TrainConfig
 
+logger = logging.getLogger(__name__)
+
 
 class Option(NamedTuple):
     """One command-line flag for one dataclass field."""
@@ -38,7 +40,8 @@ TRAIN_OPTIONS = (
     Option(("--num-epochs", "--epochs"), "num_epochs", int, "training epochs (passes over the videos)"),
     Option(("--eval-epoch",), "eval_epoch", int,
            "completed epochs whose parameters are exported to OUT/model for localization; "
-           "29 matches the authors' release, whose 'epoch 30' checkpoint holds 29 epochs"),
+           "29 matches the authors' release, whose 'epoch 30' checkpoint holds 29 epochs "
+           "(default: 30, or the last epoch when --num-epochs is below 30)"),
     Option(("--batch-size",), "batch_size", int, "videos per batch, consecutive in sorted id order"),
     Option(("--batching",), "batching", str, "how a batch forms SOPL problems", BATCHING_MODES),
     Option(("--seed",), "seed", int, "seed of the PRNG key for SOPL's k-means++ initialisations"),
@@ -118,7 +121,13 @@ def _given(args: argparse.Namespace, options, prefix: str) -> dict[str, Any]:
 def train_config_from_args(args: argparse.Namespace, base: TrainConfig = TrainConfig()) -> TrainConfig:
     """Build a TrainConfig from `base` with the fields given on the command line replaced."""
     loss = dataclasses.replace(base.loss, **_given(args, LOSS_OPTIONS, "loss_"))
-    return dataclasses.replace(base, loss=loss, **_given(args, TRAIN_OPTIONS, "train_"))
+    values = _given(args, TRAIN_OPTIONS, "train_")
+    num_epochs = values.get("num_epochs", base.num_epochs)
+    if "eval_epoch" not in values and base.eval_epoch is not None and base.eval_epoch > num_epochs:
+        # A short run evaluates its last epoch instead of failing on the default eval epoch.
+        values["eval_epoch"] = num_epochs
+        logger.info("evaluating epoch %d, the last of --num-epochs %d", num_epochs, num_epochs)
+    return dataclasses.replace(base, loss=loss, **values)
 
 
 def localization_config_from_args(
