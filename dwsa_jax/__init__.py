@@ -4,4 +4,34 @@ Reference: Y. Shen, L. Wang and E. Elhamifar, "Learning to Segment Actions from 
 Language Instructions via Differentiable Weak Sequence Alignment", CVPR 2021.
 """
 
+from dwsa_jax.alignment import (
+    DWSAResult,
+    PaddedCosts,
+    alignment_path,
+    dwsa,
+    dwsa_table,
+    matched_text_mask,
+    pad_cost_matrices,
+    path_matches,
+    soft_dtw,
+)
+from dwsa_jax.costs import cosine_cost_matrix, dwsa_cost_matrix, l2_normalize
+from dwsa_jax.softmin import softmin
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "DWSAResult",
+    "PaddedCosts",
+    "alignment_path",
+    "cosine_cost_matrix",
+    "dwsa",
+    "dwsa_cost_matrix",
+    "dwsa_table",
+    "l2_normalize",
+    "matched_text_mask",
+    "pad_cost_matrices",
+    "path_matches",
+    "soft_dtw",
+    "softmin",
+]
