@@ -32,13 +32,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from dwsa_jax import data, prototypes
 from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch, alignment_loss
 
 logger = logging.getLogger(__name__)
+
+
+def _orbax():
+    """Import orbax.checkpoint on first use.
+
+    Importing it installs a handler on the root logger (through absl), which would turn the
+    CLI's later `logging.basicConfig` into a no-op; importing it only when a checkpoint is
+    read or written keeps the CLI's log format and level.
+    """
+    import orbax.checkpoint
+
+    return orbax.checkpoint
 
 BATCHING_MODES = ("pooled",)
 TRAIN_STATE_DIR = "train_state"
@@ -446,18 +457,21 @@ def train(
 # Checkpoints -------------------------------------------------------------------------------
 
 
-def _checkpoint_manager(checkpoint_dir: Path) -> ocp.CheckpointManager:
+def _checkpoint_manager(checkpoint_dir: Path):
+    ocp = _orbax()
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     return ocp.CheckpointManager(checkpoint_dir / TRAIN_STATE_DIR, options=options)
 
 
 def _save_train_state(manager, step, params, opt_state, key, meta):
+    ocp = _orbax()
     state = {"params": params, "opt_state": opt_state, "key": key}
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
 def _restore_train_state(manager, params, opt_state, key):
+    ocp = _orbax()
     target = {"params": params, "opt_state": opt_state, "key": key}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
@@ -528,6 +542,7 @@ def save_model(path: str | os.PathLike, params: dict, metadata: dict) -> None:
       params: pure dict of the model's nnx.Param state.
       metadata: JSON-serialisable dict; must contain "dim".
     """
+    ocp = _orbax()
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
@@ -548,6 +563,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             f"{path} holds no exported model ({MODEL_FILE} and {PARAMS_DIR}/ are expected); "
             "pass the model directory written by `dwsa-jax train`, e.g. OUT/model"
         )
+    ocp = _orbax()
     metadata = json.loads((path / MODEL_FILE).read_text())
     model = FeatureMaps(int(metadata["dim"]))
     graphdef, target = split_model(model)

@@ -163,5 +163,7 @@ def load_task_or_exit(processed_dir: str | Path, task_id: str, data_dir: str | P
 
 
 def quiet_library_logs() -> None:
-    """Hide orbax's per-save INFO records (logged through absl), keeping its warnings."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    """Hide INFO records of orbax (one per save, logged through absl) and of JAX's backend
+    probing, keeping their warnings."""
+    for name in ("absl", "jax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
