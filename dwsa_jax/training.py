@@ -8,7 +8,7 @@ problem and all its phrases another ("pooled" batching). Every batch is padded w
 to the largest batch's point counts, so the train step compiles once.
 
 Randomness: one PRNG key, `jax.random.PRNGKey(seed)`, is split once per step into the key
-carried forward and the step's key; the step's key seeds the k-means++ initialisation of both
+carried forward and the step's key. The step's key seeds the k-means++ initialisation of both
 SOPL problems. The carried key is saved in every checkpoint, so a resumed run draws the same
 keys as an uninterrupted one.
 
@@ -44,7 +44,7 @@ def _orbax():
     """Import orbax.checkpoint on first use.
 
     Importing it installs a handler on the root logger (through absl), which would turn the
-    CLI's later `logging.basicConfig` into a no-op; importing it only when a checkpoint is
+    CLI's later `logging.basicConfig` into a no-op. Importing it only when a checkpoint is
     read or written keeps the CLI's log format and level.
     """
     import orbax.checkpoint
@@ -58,12 +58,12 @@ PARAMS_DIR = "params"
 
 
 class ExistingStateError(ValueError):
-    """Raised when a fresh run would write into a folder that already holds a training state."""
+    """Raised when a fresh run would write into a folder that already contains a training state."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Training hyperparameters; defaults are the paper's.
+    """Training hyperparameters; defaults are those of Shen, Wang and Elhamifar (CVPR 2021).
 
     Attributes:
       loss: hyperparameters of the SOPL + DWSA loss.
@@ -74,7 +74,7 @@ class TrainConfig:
       num_epochs: passes over the training videos.
       eval_epoch: number of completed epochs whose parameters are kept for localization and
         evaluation; None means the last epoch. The authors' release evaluates a checkpoint it
-        calls "epoch 30" that is saved before that epoch's first update, so it holds 29 epochs
+        calls "epoch 30" that is saved before that epoch's first update, so it contains 29 epochs
         of training; eval_epoch=29 reproduces it.
       batch_size: videos per batch, consecutive in sorted id order.
       batching: "pooled": all segments of a batch form one SOPL problem, all phrases another.
@@ -177,7 +177,7 @@ def make_pooled_batches(
 
     Args:
       task: a data.Task.
-      batch_size: videos per batch; the last batch holds the remainder.
+      batch_size: videos per batch; the last batch contains the remainder.
       num_visual_prototypes: K; every batch needs at least K segments.
       num_text_prototypes: K + K_bg; every batch needs at least that many phrases.
       dtype: floating dtype of the feature and time arrays.
@@ -330,7 +330,7 @@ def train(
       config: training hyperparameters.
       checkpoint_dir: where to keep checkpoints. The training state (params, optimiser state,
         PRNG key, completed epochs, loss history) goes to checkpoint_dir/train_state every
-        config.checkpoint_every epochs; the parameters at eval_epoch are exported to
+        config.checkpoint_every epochs. The parameters at eval_epoch are exported to
         checkpoint_dir/model and those of the last epoch to checkpoint_dir/model_last (see
         `save_model`). None keeps nothing on disk.
       resume: continue from the latest training state in checkpoint_dir; without a saved
@@ -382,7 +382,7 @@ def train(
         elif manager.latest_step() is not None:
             manager.close()
             raise ExistingStateError(
-                f"{checkpoint_dir / TRAIN_STATE_DIR} already holds a training state after epoch "
+                f"{checkpoint_dir / TRAIN_STATE_DIR} already contains a training state after epoch "
                 f"{manager.latest_step()}; resume it (--resume) or use a new output directory"
             )
 
@@ -500,7 +500,7 @@ def _check_resumable(meta, config, task_name, num_prototypes, dim, checkpoint_di
         )
     if meta["epoch"] > config.num_epochs:
         raise ValueError(
-            f"the training state in {checkpoint_dir} already holds {meta['epoch']} epochs, more "
+            f"the training state in {checkpoint_dir} already contains {meta['epoch']} epochs, more "
             f"than num_epochs={config.num_epochs}; raise num_epochs or use a new directory"
         )
 
@@ -555,12 +555,12 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     """Read a model exported by `save_model` (e.g. OUT/model of `dwsa-jax train`).
 
     Raises:
-      FileNotFoundError: when path holds no exported model.
+      FileNotFoundError: when path contains no exported model.
     """
     path = Path(path).absolute()
     if not (path / MODEL_FILE).is_file() or not (path / PARAMS_DIR).is_dir():
         raise FileNotFoundError(
-            f"{path} holds no exported model ({MODEL_FILE} and {PARAMS_DIR}/ are expected); "
+            f"{path} contains no exported model ({MODEL_FILE} and {PARAMS_DIR}/ are expected); "
             "pass the model directory written by `dwsa-jax train`, e.g. OUT/model"
         )
     ocp = _orbax()

@@ -40,7 +40,7 @@ TRAIN_OPTIONS = (
     Option(("--num-epochs", "--epochs"), "num_epochs", int, "training epochs (passes over the videos)"),
     Option(("--eval-epoch",), "eval_epoch", int,
            "completed epochs whose parameters are exported to OUT/model for localization; "
-           "29 matches the authors' release, whose 'epoch 30' checkpoint holds 29 epochs "
+           "29 matches the authors' release, whose 'epoch 30' checkpoint contains 29 epochs "
            "(default: 30, or the last epoch when --num-epochs is below 30)"),
     Option(("--batch-size",), "batch_size", int, "videos per batch, consecutive in sorted id order"),
     Option(("--batching",), "batching", str, "how a batch forms SOPL problems", BATCHING_MODES),
