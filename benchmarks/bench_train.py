@@ -128,6 +128,57 @@ def prepare_jax_pooled(data, *, row_softmax):
     return step, compile_seconds
 
 
+def component_table(data, budget):
+    """Time the parts of the pooled JAX step in turn; return a markdown table.
+
+    The parts are the whole step, the two linear maps with L2 normalisation (forward and
+    gradient), and the two SOPL problems (forward and gradient with respect to the features).
+    What the whole step spends beyond the two parts is the cost matrix, the DWSA, the optimiser
+    update and the glue between them.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from dwsa_jax import model, prototypes, training
+
+    step, _ = prepare_jax_pooled(data, row_softmax=False)
+    graphdef, params = training.split_model(model.FeatureMaps(DIM))
+    segments = jnp.asarray(data.segments, jnp.float32)
+    phrases = jnp.asarray(data.phrases, jnp.float32)
+    segment_times = jnp.asarray(data.segment_times, jnp.float32)
+    phrase_times = jnp.asarray(data.phrase_times, jnp.float32)
+
+    def embedding_sum(params):
+        maps = nnx.merge(graphdef, params)
+        return jnp.sum(maps.embed_visual(segments)) + jnp.sum(maps.embed_text(phrases))
+
+    def prototype_sum(visual, text):
+        keys = jax.random.split(jax.random.PRNGKey(0))
+        visual_sopl = prototypes.sopl(keys[0], visual, segment_times, NUM_PROTOTYPES)
+        text_sopl = prototypes.sopl(
+            keys[1], text, phrase_times, NUM_PROTOTYPES + NUM_BACKGROUND
+        )
+        return jnp.sum(visual_sopl.prototypes) + jnp.sum(text_sopl.prototypes)
+
+    embedding_grad = jax.jit(jax.grad(embedding_sum))
+    prototype_grad = jax.jit(jax.grad(prototype_sum, argnums=(0, 1)))
+    parts = {
+        "whole pooled step": step,
+        "linear maps + L2 normalisation, forward and gradient":
+            lambda: jax.block_until_ready(embedding_grad(params)),
+        "SOPL, both modalities, forward and gradient":
+            # The synthetic features are unit vectors already, as SOPL expects.
+            lambda: jax.block_until_ready(prototype_grad(segments, phrases)),
+    }
+    for call in parts.values():
+        call()  # compiles
+    medians = report.interleaved_median_seconds(list(parts.values()), budget_seconds=budget)
+    rows = [[name, f"{seconds * 1e3:.1f}", f"{seconds / medians[0]:.0%}"]
+            for name, seconds in zip(parts, medians)]
+    return report.markdown_table(["part", "ms", "share of the step"], rows)
+
+
 def prepare_torch(data):
     """Build the PyTorch baseline (float64) and run its first step; return (call, seconds)."""
     import torch
@@ -260,7 +311,7 @@ def parse_args(argv):
                         help="replace this script's section of a markdown file, e.g. "
                              "docs/benchmarks.md")
     parser.add_argument("--profile", action="store_true",
-                        help="only profile the pooled JAX step and print its XLA ops")
+                        help="only profile the pooled JAX step: time its parts and print its XLA ops")
     parser.add_argument("--jax-only-json", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -271,8 +322,10 @@ def main(argv=None):
     data = SyntheticBatch(args.seed)
 
     if args.profile:
+        print("Parts of the pooled JAX train step, float32, timed in turn:\n")
+        print(component_table(data, budget))
         step, _ = prepare_jax_pooled(data, row_softmax=False)
-        print("XLA CPU events of one pooled JAX train step, float32:\n")
+        print("\nXLA CPU events of one pooled JAX train step, float32:\n")
         print(report.xla_event_table(step))
         return 0
 
