@@ -123,9 +123,11 @@ def test_loss_matches_brute_force_at_identity(batch):
     np.testing.assert_allclose(float(loss), _brute_force_dwsa(cost, 1e-2), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("alignment", ["dwsa", "softdtw"])
-def test_loss_and_gradient_finite(batch, alignment):
-    config = LossConfig(num_background_prototypes=2, alignment=alignment)
+@pytest.mark.parametrize("alignment, row_softmax", [
+    ("dwsa", False), ("dwsa", True), ("softdtw", False),
+])
+def test_loss_and_gradient_finite(batch, alignment, row_softmax):
+    config = LossConfig(num_background_prototypes=2, alignment=alignment, row_softmax=row_softmax)
     graphdef, params = _split(batch.visual.shape[-1])
 
     def loss_fn(params):
