@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
+        force=True,  # a library imported earlier may already have configured the root logger
     )
     module = importlib.import_module(args._module)
     return int(module.run(args) or 0)
