@@ -109,7 +109,10 @@ def localize_task(
             f"{num_clusters}; lower the number of clusters to at most {total}"
         )
 
-    points = time_augmented_points(arrays, time_weight)
+    # ott-jax's k-means keeps parts of its loop state in JAX's default float dtype (float64
+    # when x64 is enabled), and a float32 input then fails its scan's type check.
+    default_float = jax.dtypes.canonicalize_dtype(jnp.float64)
+    points = time_augmented_points(arrays, time_weight).astype(default_float, copy=False)
     centroids, assignment = _cluster(
         jnp.asarray(points), key, num_clusters=int(num_clusters), num_init=int(num_init),
         max_iterations=int(max_iterations),

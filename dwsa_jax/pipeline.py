@@ -108,10 +108,6 @@ def localize(
     if not videos:
         raise ValueError(f"task {task.name} has no video with segment features to localize")
     features = embed_segments(videos, model)
-    if jax.config.jax_enable_x64:
-        # NOTE: with x64 enabled, localize_task fails inside ott-jax's k-means on float32
-        # points (scan carry float32 vs float64), so the points are cast up until it is fixed.
-        features = [f.astype(np.float64) for f in features]
     labels = localize_task(
         features, num_clusters, key,
         background_ratio=config.background_ratio, time_weight=config.time_weight,

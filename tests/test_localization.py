@@ -167,3 +167,12 @@ def test_localization_config_defaults():
     config = LocalizationConfig()
     assert config.background_ratio == 0.4
     assert config.time_weight == 1.0
+
+
+def test_localize_task_float32_input_with_x64():
+    # The test suite runs with x64 enabled, where float32 points once failed inside ott-jax.
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(12, 4)).astype(np.float32) for _ in range(3)]
+    labels = localize_task(features, 3, jax.random.key(0), background_ratio=0.0)
+    assert [len(l) for l in labels] == [12, 12, 12]
+    assert all(set(np.unique(l)) <= {0, 1, 2} for l in labels)
