@@ -5,7 +5,11 @@ Batching follows the authors' release: the training videos (those with both segm
 and narration phrases) are taken in sorted id order, never shuffled, and cut into consecutive
 groups of `batch_size` videos, the last group smaller. All segments of a group form one SOPL
 problem and all its phrases another ("pooled" batching). Every batch is padded with masked rows
-to the largest batch's point counts, so the train step compiles once.
+to the largest batch's point counts, so the train step compiles once. The "per-video" mode
+instead trains on pairs of one video and its own narration (see `dwsa_jax.parallel`).
+
+Every step runs data-parallel over all visible devices: the points of a pooled batch, or the
+pairs of a per-video batch, are sharded over a 1-D device mesh (`dwsa_jax.parallel`).
 
 Randomness: one PRNG key, `jax.random.PRNGKey(seed)`, is split once per step into the key
 carried forward and the step's key. The step's key seeds the k-means++ initialisation of both
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,7 +39,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dwsa_jax import data, prototypes
+from dwsa_jax import data, parallel, prototypes
 from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch, alignment_loss
 
 logger = logging.getLogger(__name__)
@@ -51,7 +56,7 @@ def _orbax():
 
     return orbax.checkpoint
 
-BATCHING_MODES = ("pooled",)
+BATCHING_MODES = parallel.BATCHING_MODES
 TRAIN_STATE_DIR = "train_state"
 MODEL_FILE = "model.json"
 PARAMS_DIR = "params"
@@ -77,7 +82,10 @@ class TrainConfig:
         calls "epoch 30" that is saved before that epoch's first update, so it contains 29 epochs
         of training; eval_epoch=29 reproduces it.
       batch_size: videos per batch, consecutive in sorted id order.
-      batching: "pooled": all segments of a batch form one SOPL problem, all phrases another.
+      batching: "pooled": all segments of a batch form one SOPL problem, all phrases another
+        (the paper's). "per-video": each video and its own narration form a pair with its own
+        SOPL problems and DWSA; pairs are bucketed by length, padded and vmapped, and the
+        loss is their mean (see `parallel.make_per_video_batches`).
       seed: seed of the PRNG key that drives SOPL's k-means++ initialisations.
       checkpoint_every: save the training state every this many epochs (and after the last).
     """
@@ -282,12 +290,37 @@ def make_train_step(
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_train_step(graphdef, learning_rate, weight_decay, num_prototypes, loss_config):
+def _cached_train_step(
+    graphdef, learning_rate, weight_decay, num_prototypes, loss_config, batching, mesh
+):
     # One jitted function per setup, so repeated `train` calls reuse the compiled step.
     config = TrainConfig(learning_rate=learning_rate, weight_decay=weight_decay)
-    return make_train_step(
-        graphdef, make_optimizer(config), num_prototypes=num_prototypes, loss_config=loss_config
+    return parallel.make_sharded_train_step(
+        graphdef, make_optimizer(config), num_prototypes=num_prototypes,
+        loss_config=loss_config, batching=batching, mesh=mesh,
     )
+
+
+def _epoch_batches(task, config, num_prototypes, num_text_prototypes, mesh):
+    """Build one epoch's batches, sharded over `mesh`; return (batches, video ids per batch)."""
+    if config.batching == "pooled":
+        padded = make_pooled_batches(task, config.batch_size, num_prototypes, num_text_prototypes)
+        batches = [
+            parallel.shard_batch(parallel.pad_points(padded.batch(b), mesh.size), mesh)
+            for b in range(padded.num_batches)
+        ]
+        return batches, padded.video_ids
+    per_video = parallel.make_per_video_batches(
+        task, config.batch_size, num_prototypes, num_text_prototypes, num_devices=mesh.size
+    )
+    batches = [parallel.shard_batch(batch, mesh) for batch in per_video.batches]
+    return batches, per_video.video_ids
+
+
+def _to_host_default_device(params):
+    # Gathers replicated parameters into single-device arrays, so the returned models run
+    # anywhere without the training mesh.
+    return jax.tree.map(jnp.asarray, jax.device_get(params))
 
 
 def split_model(model: FeatureMaps) -> tuple[nnx.GraphDef, dict]:
@@ -322,8 +355,9 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainResult:
-    """Train f_v and f_l on one task with the SOPL + DWSA loss.
+    """Train f_v and f_l on one task with the SOPL + DWSA loss, data-parallel over devices.
 
     Args:
       task: a data.Task with segment features and phrase features.
@@ -336,6 +370,9 @@ def train(
       resume: continue from the latest training state in checkpoint_dir; without a saved
         state training starts from the beginning.
       progress: show a tqdm progress bar over epochs.
+      devices: devices to train on (a 1-D mesh, see `parallel.data_mesh`); None uses every
+        visible device, of every process in a multi-host run. The result equals that of one
+        device up to the order of floating-point sums.
 
     Returns:
       TrainResult.
@@ -347,12 +384,15 @@ def train(
     """
     num_prototypes = resolve_num_prototypes(config, task)
     num_text_prototypes = num_prototypes + config.loss.num_background_prototypes
-    padded = make_pooled_batches(task, config.batch_size, num_prototypes, num_text_prototypes)
-    dim = int(padded.batches.visual.shape[-1])
+    mesh = parallel.data_mesh(devices)
+    batches, batch_video_ids = _epoch_batches(
+        task, config, num_prototypes, num_text_prototypes, mesh
+    )
+    dim = int(task.feature_dim)
     logger.info(
-        "training on task %s: %d videos in %d batches, K=%d, %d epochs",
-        task.name, sum(len(ids) for ids in padded.video_ids), padded.num_batches,
-        num_prototypes, config.num_epochs,
+        "training on task %s: %d videos in %d %s batches, K=%d, %d epochs, on %d %s device(s)",
+        task.name, sum(len(ids) for ids in batch_video_ids), len(batches), config.batching,
+        num_prototypes, config.num_epochs, mesh.size, mesh.devices.flat[0].platform,
     )
 
     model = FeatureMaps(dim)
@@ -387,8 +427,10 @@ def train(
             )
 
     train_step = _cached_train_step(
-        graphdef, config.learning_rate, config.weight_decay, num_prototypes, config.loss
+        graphdef, config.learning_rate, config.weight_decay, num_prototypes, config.loss,
+        config.batching, mesh,
     )
+    params, opt_state, key = parallel.replicate((params, opt_state, key), mesh)
 
     epochs = range(start_epoch, config.num_epochs)
     bar = None
@@ -399,14 +441,14 @@ def train(
     try:
         for epoch in epochs:
             batch_losses = []
-            for b in range(padded.num_batches):
+            for batch in batches:
                 key, step_key = jax.random.split(key)
-                params, opt_state, loss = train_step(params, opt_state, padded.batch(b), step_key)
+                params, opt_state, loss = train_step(params, opt_state, batch, step_key)
                 batch_losses.append(loss)
             batch_losses = np.asarray(jax.device_get(batch_losses), dtype=np.float64)
             bad = np.flatnonzero(~np.isfinite(batch_losses))
             if bad.size:
-                ids = ", ".join(padded.video_ids[bad[0]])
+                ids = ", ".join(batch_video_ids[bad[0]])
                 raise FloatingPointError(
                     f"training loss is {batch_losses[bad[0]]} in epoch {epoch + 1}, batch "
                     f"{bad[0]} (videos {ids}); check these videos' features for NaN or inf, "
@@ -447,8 +489,8 @@ def train(
             config, task.name, num_prototypes, dim, config.num_epochs))
 
     return TrainResult(
-        model=nnx.merge(graphdef, params),
-        eval_model=nnx.merge(graphdef, eval_params),
+        model=nnx.merge(graphdef, _to_host_default_device(params)),
+        eval_model=nnx.merge(graphdef, _to_host_default_device(eval_params)),
         loss_history=np.asarray(loss_history),
         num_prototypes=num_prototypes,
     )
