@@ -263,3 +263,15 @@ def test_distributed_flag_without_environment_autodetects(monkeypatch):
 
 def _fail_if_called(**kwargs):
     raise AssertionError(f"jax.distributed.initialize was called with {kwargs}")
+
+
+def test_train_command_rejects_partial_environment(monkeypatch, tmp_path):
+    from dwsa_jax import cli
+
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:12345")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+    monkeypatch.setattr(jax.distributed, "initialize", _fail_if_called)
+    with pytest.raises(SystemExit, match="JAX_PROCESS_ID is not;"):
+        cli.main(["train", "--processed", str(tmp_path), "--task", "sim",
+                  "--out", str(tmp_path / "out")])

@@ -31,12 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concreteness-threshold", type=float, default=3.0,
                         help="keep phrases scoring at least this (1-5 scale; 0 keeps all) (default: 3.0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--distributed", action="store_true",
+                        help="join a multi-process run with jax.distributed.initialize(); "
+                             "implied when JAX_COORDINATOR_ADDRESS is set (see docs/training.md)")
     common.add_train_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     common.quiet_library_logs()
-    from dwsa_jax import training
+    from dwsa_jax import parallel, training
+
+    # Must run before any computation initialises JAX's backends.
+    try:
+        parallel.initialize_distributed(required=args.distributed)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
 
     try:
         config = common.train_config_from_args(args)
