@@ -14,7 +14,9 @@ Devices form a 1-D `jax.sharding.Mesh` with the axis "data". Parameters, optimis
 PRNG keys are replicated; every field of a batch is sharded along its leading axis (points
 when pooled, pairs when per-video). `jax.jit` with these `NamedSharding`s inserts the
 cross-device sums of SOPL and of the gradients, so the result matches a single device up to
-the order of floating-point additions. Multi-host runs call `initialize_distributed` first,
+the order of floating-point additions. SOPL's k-means++ draw, a discrete choice, runs on the
+gathered points (the step is traced under `jax.set_mesh`), so it picks the points one device
+picks. Multi-host runs call `initialize_distributed` first,
 after which the mesh spans the devices of every process.
 """
 
@@ -420,8 +422,16 @@ def make_sharded_train_step(
 
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    return jax.jit(
+    jitted = jax.jit(
         train_step,
         in_shardings=(replicated, replicated, sharded, replicated),
         out_shardings=(replicated, replicated, replicated),
     )
+
+    @functools.wraps(train_step)
+    def train_step_on_mesh(params, opt_state, batch, key):
+        # Tracing under the mesh lets SOPL gather its points for the k-means++ draw.
+        with jax.set_mesh(mesh):
+            return jitted(params, opt_state, batch, key)
+
+    return train_step_on_mesh

@@ -314,6 +314,19 @@ def sopl(
     )
 
 
+def _replicate_under_mesh(array):
+    """Gather `array` onto every device when traced under a device mesh (`jax.set_mesh`).
+
+    k-means++ is a discrete draw from a cumulative sum over the points. Summed over points
+    sharded across devices, that sum rounds differently than on one device, and a draw near a
+    boundary can flip. Drawing from the gathered points makes the choice that of one device.
+    Without a mesh this returns `array` unchanged.
+    """
+    if jax.sharding.get_abstract_mesh().empty:
+        return array
+    return jax.lax.with_sharding_constraint(array, jax.sharding.PartitionSpec())
+
+
 def _augmented_squared_distances(x, tau, centers, center_times, time_weight):
     """Return the (n, K) squared distances ||x~_t - c~_k||^2 in the time-augmented space."""
     # Expanded form |x|^2 + |c|^2 - 2 x.c avoids an (n, K, D) intermediate; rounding can make
@@ -343,8 +356,8 @@ def _sopl(
 
     augmented = jnp.concatenate([x, jnp.sqrt(time_weight) * tau[:, None]], axis=1)
     init = _kmeans_plus_plus_indices(
-        key, jax.lax.stop_gradient(augmented), valid,
-        k=num_prototypes, num_local_trials=num_local_trials,
+        key, _replicate_under_mesh(jax.lax.stop_gradient(augmented)),
+        _replicate_under_mesh(valid), k=num_prototypes, num_local_trials=num_local_trials,
     )
     centers = jax.lax.stop_gradient(x[init])
     center_times = jax.lax.stop_gradient(tau[init])
