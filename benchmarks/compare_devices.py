@@ -6,13 +6,14 @@ Run from the repository root:
     .venv/bin/python benchmarks/compare_devices.py --devices 2 --keys 10
 
 The script re-runs itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` unless
-that many devices are already visible (on a multi-GPU machine it uses the real devices). On the
-benchmark's synthetic batch (30 videos, about 90 segments and 40 phrases each, 512-d, see
-``bench_train.SyntheticBatch``) it evaluates the loss and its gradient with respect to the
-parameters for several PRNG keys, in both batching modes, on a mesh of the first device and on
-a mesh of N devices, in float32 and float64. It prints markdown with, per mode and dtype, the
-largest relative difference over the keys, and for reference the difference between float32
-and float64 on one device, which bounds how closely float32 can agree with anything.
+that many devices are already visible (on a multi-GPU machine it uses the real devices). The input is
+the benchmark's synthetic batch: 30 videos, about 90 segments and 40 phrases each, 512-d (see
+``bench_train.SyntheticBatch``). For several PRNG keys and both batching modes, the script
+evaluates the loss and its gradient with respect to the parameters on a mesh of the first
+device and on a mesh of N devices, in float32 and float64. It prints markdown with the largest
+relative difference over the keys per mode and dtype. For reference it also prints the
+difference between float32 and float64 on one device; that one includes k-means++ draws that
+float32 rounding flips, so it is a different draw rather than a rounding error.
 
 Relative difference of a gradient: max |g_1 - g_N| / max |g_1| over each parameter array,
 the largest over arrays and keys. Of a loss: |l_1 - l_N| / |l_1|.
