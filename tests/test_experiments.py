@@ -263,3 +263,37 @@ def test_fit_file_round_trip(tmp_path):
     for side in ("visual", "text"):
         for name in ("kernel", "bias"):
             np.testing.assert_array_equal(loaded[side][name], params[side][name])
+
+
+def test_narration_modes_rebuild_phrases(tmp_path):
+    pytest.importorskip("spacy")
+    from dwsa_jax import data
+    from dwsa_jax.experiments.narration_modes import NarrationTasks
+
+    sample = REPO / "tests" / "data" / "crosstask-105222-sample"
+    processed, subtitles = tmp_path / "processed", tmp_path / "subtitles"
+    (processed / "105222" / data.VIDEO_DIR).mkdir(parents=True)
+    (subtitles / "105222").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for caption in sorted((sample / "subtitles").glob("*.srt")):
+        (subtitles / "105222" / caption.name).write_bytes(caption.read_bytes())
+        np.save(processed / "105222" / data.VIDEO_DIR / f"{caption.stem}{data.VIDEO_SUFFIX}",
+                rng.normal(size=(60, 16)).astype(np.float32))
+    data_dir = tmp_path / "data"
+    (data_dir / "105222").mkdir(parents=True)
+    (data_dir / "105222" / "annotations").symlink_to(sample / "annotations")
+    (data_dir / "105222" / "mapping.txt").symlink_to(sample / "mapping.txt")
+    task = data.load_task(processed, "105222", data_dir=data_dir, concreteness_threshold=0.0)
+    narrate = NarrationTasks(processed, data_dir, subtitles, "hashing:16", tmp_path / "out")
+
+    tasks = {mode: narrate(task, mode) for mode in ("verb-dobj", "verb-phrase", "concrete")}
+    counts = {mode: sum(len(v.phrases) for v in t.videos) for mode, t in tasks.items()}
+    assert all(counts[mode] > 0 for mode in counts), counts
+    # Concrete mode keeps a subset of the verb phrases.
+    assert counts["concrete"] <= counts["verb-phrase"]
+    for mode, narrated in tasks.items():
+        for video in narrated.videos:
+            assert video.phrase_features.shape == (len(video.phrases), 16)
+            np.testing.assert_array_equal(video.features, task.video(video.vid).features)
+    # A second call reads the files written by the first instead of narrating again.
+    assert narrate(task, "concrete") is tasks["concrete"]

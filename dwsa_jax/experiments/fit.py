@@ -152,7 +152,8 @@ def fit(
             bad = int(np.flatnonzero(~np.isfinite(losses))[0])
             raise FloatingPointError(
                 f"training loss is {losses[bad]} in epoch {epoch}, batch {bad} of task "
-                f"{task.name} (videos {', '.join(padded.video_ids[bad])}); check their features"
+                f"{task.name} (videos {padded.video_ids[bad][0]} to {padded.video_ids[bad][-1]}); "
+                "check their features"
             )
         loss_history.append(float(losses.mean()))
         if epoch == config.resolved_eval_epoch:

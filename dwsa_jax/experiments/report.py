@@ -52,13 +52,18 @@ class Results:
       scores: (method, parameter, value) -> seed -> task -> {"precision", "recall", "f1",
         "mof"} as floats.
       tasks: task ids in file order.
+      failed: rows with NaN scores (training failed); they are left out of every average.
     """
 
     def __init__(self, rows: Sequence[dict[str, str]]):
         self.scores = defaultdict(lambda: defaultdict(dict))
         self.tasks = []
+        self.failed = []
         for row in rows:
             fields = {name: float(row[name]) for name in ("precision", "recall", "f1", "mof")}
+            if not np.isfinite(fields["f1"]):
+                self.failed.append(row)
+                continue
             self.scores[(row["method"], row["parameter"], row["value"])][row["seed"]][row["task"]] = fields
             if row["task"] not in self.tasks:
                 self.tasks.append(row["task"])
@@ -108,6 +113,15 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join(lines)
 
 
+def _failure_note(results: Results, parameter: str) -> str:
+    """Return a sentence counting the failed runs of a parameter, or "" when there are none."""
+    failed = [row for row in results.failed if row["parameter"] == parameter]
+    if not failed:
+        return ""
+    return (f"\n\n{len(failed)} runs of this table failed (training loss not finite, see "
+            "failures.csv); each mean covers the tasks whose run succeeded.")
+
+
 def _num_seeds(results: Results) -> int:
     return len({seed for by_seed in results.scores.values() for seed in by_seed})
 
@@ -124,7 +138,7 @@ def table_methods_by_k(results: Results) -> str:
     return ("## Table 1: F1 (%) per method and number of prototypes K\n\n"
             f"Mean ± std over {_num_seeds(results)} seeds of the F1 averaged over "
             f"{len(results.tasks)} tasks; b = 0.4, p = 5, delta_e = 1.\n\n"
-            + _markdown_table(header, rows))
+            + _markdown_table(header, rows) + _failure_note(results, "K"))
 
 
 def table_time_stamp_gain(results: Results, task_rows: Sequence[dict[str, str]]) -> str:
@@ -164,7 +178,7 @@ def table_sopl_iterations(results: Results) -> str:
             for v in results.values("sopl+dwsa", "p")]
     return ("## Table 3: F1 (%) of sopl+dwsa against SOPL iterations p\n\n"
             "Mean ± std over seeds of the F1 averaged over tasks; K = key-steps.\n\n"
-            + _markdown_table(["p", "F1"], rows))
+            + _markdown_table(["p", "F1"], rows) + _failure_note(results, "p"))
 
 
 def table_narration(results: Results) -> str:
@@ -177,7 +191,7 @@ def table_narration(results: Results) -> str:
                 "phrases but no subtitles.")
     rows = [[mode, mean_std(results.per_seed("sopl+dwsa", "narration", mode))] for mode in modes]
     return (title + "Mean ± std over seeds of the F1 averaged over tasks.\n\n"
-            + _markdown_table(["narration", "F1"], rows))
+            + _markdown_table(["narration", "F1"], rows) + _failure_note(results, "narration"))
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -305,7 +319,13 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     }
     written.update({name: p for name, p in figures.items() if p is not None})
 
-    parts = ["# Experiment report", ""] + [tables[name] + "\n" for name in tables]
+    parts = ["# Experiment report", ""]
+    if results.failed:
+        runs = ", ".join("/".join(store.ResultsTable.key(row)) for row in results.failed[:10])
+        parts += [f"{len(results.failed)} runs failed because their training loss was not finite "
+                  f"(see failures.csv) and are left out of the averages below: {runs}"
+                  + (", ..." if len(results.failed) > 10 else "") + ".", ""]
+    parts += [tables[name] + "\n" for name in tables]
     parts += [f"![{name}]({FIGURE_FILES[name]})\n" for name, p in figures.items() if p is not None]
     written["report"] = out_dir / REPORT_FILE
     store.write_text_atomic(written["report"], "\n".join(parts))

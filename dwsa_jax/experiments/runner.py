@@ -5,6 +5,7 @@ Layout of the output folder:
   results.csv                 one row per run (see `plan`), appended whole as each run ends
   tasks.csv                   per task: annotated videos, K, OCE and repeat frequency
   convergence.csv             SOPL mean squared error per iteration at several epochs
+  failures.csv                runs whose training loss was not finite, with the error
   models/<task>/*.npz         trained parameters, reused by later runs and on resume
   labels/<task>/seed<s>/*.npz segment labels of each method's default run, for timelines
   alignment.md                DWSA-aligned prototypes with their phrases and segments
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.csv"
 TASKS_FILE = "tasks.csv"
 CONVERGENCE_FILE = "convergence.csv"
+FAILURES_FILE = "failures.csv"
 ALIGNMENT_FILE = "alignment.md"
 MODELS_DIR = "models"
 LABELS_DIR = "labels"
@@ -95,6 +97,7 @@ class _Experiment:
         self.convergence = store.AppendOnlyTable(out_dir / CONVERGENCE_FILE,
                                                  store.CONVERGENCE_FIELDS)
         self.converged = {(row["task"], row["seed"]) for row in self.convergence.rows}
+        self.failures = store.AppendOnlyTable(out_dir / FAILURES_FILE, store.FAILURE_FIELDS)
         self.models: dict[tuple, object] = {}
         self.num_trained = 0
 
@@ -107,6 +110,8 @@ class _Experiment:
         """Return the trained FeatureMaps of a run, from memory, disk, or by training."""
         key = run.model_key
         if key in self.models:
+            if isinstance(self.models[key], FloatingPointError):
+                raise self.models[key]
             return self.models[key]
         path = _model_path(self.out_dir, run)
         wants_snapshots = (run.method == "sopl+dwsa" and run.narration is None
@@ -121,9 +126,16 @@ class _Experiment:
             config = _train_config(run, self.settings)
             epochs = [e for e in self.sweeps.snapshot_epochs if e <= config.num_epochs]
             pad_to = self.pad_to if run.narration is None else None
-            result = fit.fit(train_task, config, pad_to=pad_to,
-                             snapshot_epochs=epochs if wants_snapshots else ())
             self.num_trained += 1
+            try:
+                result = fit.fit(train_task, config, pad_to=pad_to,
+                                 snapshot_epochs=epochs if wants_snapshots else ())
+            except FloatingPointError as error:
+                # Remembered, so the runs sharing this model fail at once instead of retraining.
+                logger.warning("training %s failed, so its runs get NaN scores: %s",
+                               path.name, error)
+                self.models[key] = error
+                raise
             params = result.params
             fit.save_fit(path, params, result.loss_history)
             if wants_snapshots:
@@ -153,8 +165,20 @@ class _Experiment:
         self.converged.add((task.name, str(config.seed)))
 
     def execute(self, task: data.Task, run: plan.Run, default_k: int) -> None:
-        """Localize and score one run, append its row, save default runs' labels."""
-        model = self.model(task, run, default_k) if run.trained else None
+        """Localize and score one run, append its row, save default runs' labels.
+
+        A run whose training loss is not finite gets a row of NaN scores, so that a restart
+        does not repeat it, and a line in failures.csv with the error.
+        """
+        try:
+            model = self.model(task, run, default_k) if run.trained else None
+        except FloatingPointError as error:
+            logger.debug("run %s failed: %s", "/".join(run.key), error)
+            row = dict(zip(store.KEY_FIELDS, run.key))
+            row.update({name: "nan" for name in ("precision", "recall", "f1", "mof")})
+            self.failures.append(dict(row, error=str(error)))
+            self.results.append(row)
+            return
         time_weight = 0.0 if run.method == "kmeans" else 1.0
         config = LocalizationConfig(background_ratio=run.background_ratio,
                                     time_weight=time_weight)
@@ -286,7 +310,11 @@ def write_alignment_report(experiment: _Experiment, tasks, seed: int, sweeps) ->
     for task in tasks:
         default_k = task.num_steps or sweeps.num_prototypes[0]
         run = plan.Run(task.name, "sopl+dwsa", seed, "K", plan.GROUND_TRUTH_K, default_k)
-        model = experiment.model(task, run, default_k)
+        try:
+            model = experiment.model(task, run, default_k)
+        except FloatingPointError as error:
+            sections += [f"## Task {task.name}", "", f"No report: training failed ({error}).", ""]
+            continue
         loss = _train_config(run, experiment.settings).loss
         pairs = alignment_report.aligned_pairs(task, model, default_k, loss, seed)
         sections.append(alignment_report.format_pairs(task.name, pairs, default_k))

@@ -23,6 +23,7 @@ RESULT_FIELDS = ("task", "method", "seed", "parameter", "value",
 KEY_FIELDS = ("task", "method", "seed", "parameter", "value")
 TASK_FIELDS = ("task", "num_videos", "num_steps", "oce", "repeat_frequency")
 CONVERGENCE_FIELDS = ("task", "seed", "epoch", "iteration", "mse")
+FAILURE_FIELDS = KEY_FIELDS + ("error",)
 
 
 def _format_line(fields: Sequence[str], row: Mapping[str, object]) -> str:
