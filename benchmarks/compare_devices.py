@@ -40,49 +40,6 @@ from benchmarks.bench_train import (  # noqa: E402
 FORCED_FLAG = "--xla_force_host_platform_device_count"
 
 
-def pooled_batch(data, dtype):
-    """Return the synthetic batch as one PooledBatch of NumPy arrays."""
-    from dwsa_jax import model
-
-    return model.PooledBatch(
-        visual=data.segments.astype(dtype), visual_times=data.segment_times.astype(dtype),
-        visual_mask=np.ones(len(data.segments), bool), text=data.phrases.astype(dtype),
-        text_times=data.phrase_times.astype(dtype), text_mask=np.ones(len(data.phrases), bool),
-    )
-
-
-def pair_batch(data, dtype, num_pairs):
-    """Return the synthetic batch as a PairBatch of `num_pairs` slots (filler pairs masked)."""
-    from dwsa_jax import model, parallel
-
-    segment_starts = np.concatenate([[0], np.cumsum(data.segment_counts)])
-    phrase_starts = np.concatenate([[0], np.cumsum(data.phrase_counts)])
-    num_videos = len(data.segment_counts)
-    max_segments = -(-int(data.segment_counts.max()) // parallel.LENGTH_MULTIPLE)
-    max_phrases = -(-int(data.phrase_counts.max()) // parallel.LENGTH_MULTIPLE)
-    max_segments *= parallel.LENGTH_MULTIPLE
-    max_phrases *= parallel.LENGTH_MULTIPLE
-    visual = np.zeros((num_pairs, max_segments, DIM), dtype)
-    visual_times = np.zeros((num_pairs, max_segments), dtype)
-    visual_mask = np.zeros((num_pairs, max_segments), bool)
-    text = np.zeros((num_pairs, max_phrases, DIM), dtype)
-    text_times = np.zeros((num_pairs, max_phrases), dtype)
-    text_mask = np.zeros((num_pairs, max_phrases), bool)
-    for slot in range(num_pairs):
-        video = slot if slot < num_videos else 0
-        segments = slice(segment_starts[video], segment_starts[video + 1])
-        phrases = slice(phrase_starts[video], phrase_starts[video + 1])
-        t, p = int(data.segment_counts[video]), int(data.phrase_counts[video])
-        visual[slot, :t] = data.segments[segments]
-        visual_times[slot, :t] = data.segment_times[segments]
-        visual_mask[slot, :t] = True
-        text[slot, :p] = data.phrases[phrases]
-        text_times[slot, :p] = data.phrase_times[phrases]
-        text_mask[slot, :p] = True
-    pairs = model.PooledBatch(visual, visual_times, visual_mask, text, text_times, text_mask)
-    return parallel.PairBatch(pairs, np.arange(num_pairs) < num_videos)
-
-
 def values_and_gradients(data, batching, dtype, num_devices, pad_to, num_keys):
     """Return [(loss, gradient leaves)] for keys 0..num_keys-1 on the first `num_devices`."""
     import jax
@@ -93,10 +50,10 @@ def values_and_gradients(data, batching, dtype, num_devices, pad_to, num_keys):
     graphdef, params = training.split_model(model.FeatureMaps(DIM, param_dtype=dtype))
     mesh = parallel.data_mesh(jax.devices()[:num_devices])
     if batching == "pooled":
-        batch = parallel.pad_points(pooled_batch(data, dtype), pad_to)
+        batch = parallel.pad_points(data.pooled_batch(dtype), pad_to)
         loss_of_batch = model.alignment_loss
     else:
-        batch = pair_batch(data, dtype, -(-len(data.segment_counts) // pad_to) * pad_to)
+        batch = data.pair_batch(dtype, -(-len(data.segment_counts) // pad_to) * pad_to)
         loss_of_batch = parallel.per_video_loss
 
     def loss_fn(params, batch, key):
