@@ -53,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         force=True,  # a library imported earlier may already have configured the root logger
     )
     module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, OSError) as error:
+        # Input errors carry a message naming the file or value and the fix; a traceback
+        # would bury it. --verbose keeps the traceback for debugging.
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -152,6 +152,13 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     Returns:
       (rows, D) float32 array, all finite.
     """
+    with open(path, "rb") as stream:
+        header = stream.read(6)
+    # Without this check numpy reports any non-.npy file as "needs pickling". A raw pickle
+    # starts with the protocol opcode 0x80 and gets that message below.
+    if header != b"\x93NUMPY" and not header.startswith((b"PK", b"\x80")):
+        raise ValueError(f"{path} is not a .npy file (it lacks the NumPy header); "
+                         "save the features with np.save")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:

@@ -28,7 +28,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dwsa_jax import data, parallel, prototypes
+from dwsa_jax import data, fileio, parallel, prototypes
 from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch, alignment_loss
 
 logger = logging.getLogger(__name__)
@@ -617,14 +616,4 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Write `value` as indented JSON through a temporary file and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(value, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    fileio.write_json_atomic(path, value)

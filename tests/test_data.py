@@ -203,6 +203,13 @@ def test_load_features_rejects_pickled_file(tmp_path):
         load_features(pickled)
 
 
+def test_load_features_rejects_text_file(tmp_path):
+    path = tmp_path / "text.npy"
+    path.write_text("0.1 0.2\n0.3 0.4\n")
+    with pytest.raises(ValueError, match="text.npy is not a .npy file"):
+        load_features(path)
+
+
 def test_load_features_rejects_wrong_rank(tmp_path):
     path = tmp_path / "flat.npy"
     np.save(path, np.zeros(4))

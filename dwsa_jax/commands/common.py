@@ -66,8 +66,8 @@ LOCALIZATION_OPTIONS = (
     Option(("--background-ratio",), "background_ratio", float,
            "fraction b in [0, 1] of each cluster, farthest from its centre, labelled background"),
     Option(("--localization-time-weight",), "time_weight", float,
-           "w of the time coordinate when clustering segments (default: --time-weight if given, "
-           "else 1)"),
+           "w of the time coordinate when clustering segments (default: 1, or --time-weight "
+           "where the command has that option and it is given)"),
     Option(("--kmeans-restarts",), "num_init", int, "k-means restarts; the lowest-error run is kept"),
     Option(("--kmeans-iterations",), "max_iterations", int, "maximum Lloyd iterations per k-means restart"),
 )

@@ -32,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
         path = path / "predictions.json"
     if not path.is_file():
         raise SystemExit(f"error: predictions file {path} not found; run `dwsa-jax segment` first")
-    predictions = json.loads(path.read_text())
+    try:
+        predictions = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); rerun `dwsa-jax segment` to "
+                         "write it again") from error
     if str(predictions.get("task")) != str(args.task):
         raise SystemExit(
             f"error: {path} contains predictions for task {predictions.get('task')!r}, not "
