@@ -116,6 +116,23 @@ def test_srt_not_subrip_rejected(tmp_path):
     assert caught.value.line == 3
 
 
+def test_srt_garbled_timestamp_rejected(tmp_path):
+    path = _write(
+        tmp_path,
+        "garbled.srt",
+        "1\n00:00:01,000 --> 00:00:02,000\nadd\n\n2\n00:00:03,000 --> 00:00:1X,500\nrice\n",
+    )
+    with pytest.raises(SubtitleError) as caught:
+        read_subtitles(path)
+    assert caught.value.line == 6
+    assert "00:00:1X,500" in caught.value.reason
+
+
+def test_srt_coordinates_after_timing_accepted():
+    captions = parse_srt("1\n00:00:01,000 --> 00:00:02,500 X1:10 X2:20\nadd rice\n")
+    assert [(c.start, c.end, c.text) for c in captions] == [(1.0, 2.5, "add rice")]
+
+
 def test_srt_end_before_start_rejected(tmp_path):
     path = _write(
         tmp_path,

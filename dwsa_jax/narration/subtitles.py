@@ -119,9 +119,11 @@ def parse_srt(text: str, path: str = "<string>") -> list[Caption]:
     timing_lines = [_line_number(text, match.start(2)) for match in srt.SRT_REGEX.finditer(text)]
     if len(timing_lines) != len(cues):
         timing_lines = _timing_line_numbers(text)
+    lines = text.split("\n")
     timed_lines = []
     for number, cue in enumerate(cues):
         line = timing_lines[number] if number < len(timing_lines) else 1
+        _check_srt_timing(lines[line - 1], path, line)
         start, end = cue.start.total_seconds(), cue.end.total_seconds()
         content = cue.content.split("\n")
         _check_srt_content(content, line, path)
@@ -234,6 +236,22 @@ def _vtt_timing_with_dots(line: str) -> str:
     left = _COMMA_DECIMAL.sub(r"\1.\2", left.strip())
     end_time = _COMMA_DECIMAL.sub(r"\1.\2", end_time)
     return f"{left} {_TIMING_SEPARATOR} {end_time}{space}{settings}"
+
+
+# The srt package reads "00:00:1X,500" as 1 s and keeps "X,500" as display coordinates, so
+# timing lines are checked against the strict format first; coordinates may follow a space.
+_SRT_TIMING = re.compile(
+    r"^\s*\d+:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*\d+:\d{2}:\d{2}[,.]\d{1,3}(\s.*)?$"
+)
+
+
+def _check_srt_timing(line: str, path: str, line_number: int) -> None:
+    if not _SRT_TIMING.match(line):
+        raise SubtitleError(
+            path, line_number,
+            f"invalid SubRip timing line {line.strip()!r}; write it as "
+            "'HH:MM:SS,mmm --> HH:MM:SS,mmm'",
+        )
 
 
 def _check_vtt_timing(line: str, path: str, line_number: int) -> None:
