@@ -239,9 +239,10 @@ def _vtt_timing_with_dots(line: str) -> str:
 
 
 # The srt package reads "00:00:1X,500" as 1 s and keeps "X,500" as display coordinates, so
-# timing lines are checked against the strict format first; coordinates may follow a space.
+# timing lines are checked against the strict format first. The arrow may be written "- >", as
+# srt accepts, and coordinates may follow a space.
 _SRT_TIMING = re.compile(
-    r"^\s*\d+:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*\d+:\d{2}:\d{2}[,.]\d{1,3}(\s.*)?$"
+    r"^\s*\d+:\d{2}:\d{2}[,.]\d{1,3} *-[ -] *> *\d+:\d{2}:\d{2}[,.]\d{1,3}(\s.*)?$"
 )
 
 
