@@ -1,6 +1,8 @@
 """Tests of `dwsa-jax experiment`: a --quick run end to end, resume, tables and the notebook."""
 
 import csv
+import fcntl
+import json
 import re
 import subprocess
 import sys
@@ -34,10 +36,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """A --quick run, then a resumed run after cutting results.csv as a killed run leaves it."""
-    out = tmp_path_factory.mktemp("experiment") / "out"
+def _quick_and_resumed(out: Path) -> dict:
     first = run_quick(out)
     original = (out / "results.csv").read_text()
 
@@ -46,7 +45,28 @@ def quick_run(tmp_path_factory):
     cut = "".join(lines[:-NUM_REMOVED_ROWS]) + lines[-NUM_REMOVED_ROWS][:10]
     (out / "results.csv").write_text(cut)
     resumed = run_quick(out)
-    return out, original, first.stdout, resumed.stdout
+    return {"out": str(out), "original": original, "first": first.stdout,
+            "resumed": resumed.stdout}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, worker_id):
+    """A --quick run, then a resumed run after cutting results.csv as a killed run leaves it.
+
+    Under pytest-xdist the workers share one run: the first worker to take the lock runs it
+    and records the outcome next to the output folder, the others read that record.
+    """
+    if worker_id == "master":
+        run = _quick_and_resumed(tmp_path_factory.mktemp("experiment") / "out")
+    else:
+        root = tmp_path_factory.getbasetemp().parent
+        record = root / "experiment_quick.json"
+        with open(root / "experiment_quick.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not record.is_file():
+                record.write_text(json.dumps(_quick_and_resumed(root / "experiment_quick")))
+            run = json.loads(record.read_text())
+    return Path(run["out"]), run["original"], run["first"], run["resumed"]
 
 
 def quick_plan():
