@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help=f"run seeds 0..N-1 (default: {DEFAULT_SEEDS}, 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="one small simulated task, one seed, a few sweep points")
+                        help="one seed and a few sweep points; without --processed, on one "
+                        "small simulated task")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="training epochs (default: the suite's, 50 on real data)")
     parser.add_argument("--learning-rate", type=float, default=None, metavar="LR",
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     common.quiet_library_logs()
     real = args.processed is not None or args.data is not None
-    if real and (args.simulated or args.quick):
-        raise SystemExit("error: pass either --processed/--data or --simulated/--quick, not both")
+    if real and args.simulated:
+        raise SystemExit("error: pass either --processed/--data or --simulated, not both")
     if real and args.processed is None:
         raise SystemExit("error: --data needs --processed, the folder with the features")
     if args.subtitles is not None and (not real or args.embedder is None):
