@@ -10,7 +10,8 @@ chosen epochs.
 
 NOTE: padding changes the array the k-means++ initialisation draws from, so `fit` and
 `training.train` with the same seed can pick different initial prototypes; the runs are
-statistically equivalent, not identical.
+statistically equivalent, not identical. `fit` runs pooled batching on one device only; it
+ignores `TrainConfig.batching` and the multi-device mesh of `training.train`.
 
 Trained parameters are cached as .npz files (flattened parameter dict and loss history),
 written through a temporary file and `os.replace`, so an interrupted experiment never leaves
