@@ -10,8 +10,8 @@ chosen epochs.
 
 NOTE: padding changes the array the k-means++ initialisation draws from, so `fit` and
 `training.train` with the same seed can pick different initial prototypes; the runs are
-statistically equivalent, not identical. `fit` runs pooled batching on one device only; it
-ignores `TrainConfig.batching` and the multi-device mesh of `training.train`.
+statistically equivalent, not identical. `fit` runs pooled batching on one device only,
+without the multi-device mesh of `training.train`.
 
 Trained parameters are cached as .npz files (flattened parameter dict and loss history),
 written through a temporary file and `os.replace`, so an interrupted experiment never leaves
@@ -118,9 +118,13 @@ def fit(
       FitResult.
 
     Raises:
-      ValueError: on batches with too few points, or pad_to below the largest batch.
+      ValueError: on batches with too few points, pad_to below the largest batch, or a
+        batching mode other than "pooled".
       FloatingPointError: when a batch's loss is not finite.
     """
+    if config.batching != "pooled":
+        raise ValueError(f"fit supports pooled batching only, got batching={config.batching!r}; "
+                         "use training.train for other batching modes")
     num_prototypes = training.resolve_num_prototypes(config, task)
     padded = training.make_pooled_batches(
         task, config.batch_size, num_prototypes,
