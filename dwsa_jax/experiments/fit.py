@@ -141,8 +141,8 @@ def fit(
         graphdef, config.learning_rate, config.weight_decay, num_prototypes, config.loss
     )
     key = jax.random.PRNGKey(config.seed)
-    wanted = set(snapshot_epochs)
-    snapshots = {0: params} if 0 in wanted else {}
+    requested = set(snapshot_epochs)
+    snapshots = {0: params} if 0 in requested else {}
     eval_params = params
     loss_history = []
     for epoch in range(1, config.num_epochs + 1):
@@ -163,7 +163,7 @@ def fit(
         loss_history.append(float(losses.mean()))
         if epoch == config.resolved_eval_epoch:
             eval_params = params
-        if epoch in wanted:
+        if epoch in requested:
             snapshots[epoch] = params
     return FitResult(eval_params, np.asarray(loss_history), snapshots)
 
