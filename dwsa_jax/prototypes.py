@@ -314,6 +314,10 @@ def sopl(
     )
 
 
+# Total soft assignment below which a prototype counts as empty (in points).
+MIN_PROTOTYPE_WEIGHT = 1e-6
+
+
 def _replicate_under_mesh(array):
     """Gather `array` onto every device when traced under a device mesh (`jax.set_mesh`).
 
@@ -368,7 +372,10 @@ def _sopl(
         assignments = jax.nn.softmax(-sq / beta, axis=1) * weights_of_rows[:, None]
 
         total = jnp.sum(assignments, axis=0)
-        has_weight = total > 0
+        # A prototype with less than a millionth of one point's weight keeps its centre: at
+        # beta = 1e-3 such totals reach float32's subnormal range, where 1 / total overflows
+        # and turns the gradient into NaN.
+        has_weight = total > MIN_PROTOTYPE_WEIGHT
         safe_total = jnp.where(has_weight, total, 1)
         new_centers = jnp.where(
             has_weight[:, None], (assignments.T @ x) / safe_total[:, None], centers
