@@ -275,3 +275,40 @@ def test_train_command_rejects_partial_environment(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="JAX_PROCESS_ID is not;"):
         cli.main(["train", "--processed", str(tmp_path), "--task", "sim",
                   "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.skipif(
+    os.environ.get("DWSA_JAX_MULTIPROCESS_TEST") != "1",
+    reason="starts two JAX processes on 127.0.0.1 (about a minute); set "
+           "DWSA_JAX_MULTIPROCESS_TEST=1 to run it",
+)
+def test_two_processes_match_one_device():
+    script = REPO / "tests" / "multi_process_epoch.py"
+    processes = []
+    for process_id in range(2):
+        environment = dict(os.environ)
+        environment.update({
+            "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:23571",
+            "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(process_id),
+        })
+        environment.pop("XLA_FLAGS", None)
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script)], cwd=REPO, env=environment,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import multi_process_epoch
+
+    simulated = simulate.simulate_task(multi_process_epoch.SIMULATION, seed=3)
+    for batching in parallel.BATCHING_MODES:
+        expected = training.train(
+            simulated, multi_process_epoch.train_config(batching), devices=jax.devices()[:1]
+        ).loss_history
+        for result in results:
+            assert result["device_count"] == 2
+            np.testing.assert_allclose(result["histories"][batching], expected, rtol=1e-4)
