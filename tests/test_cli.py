@@ -1,8 +1,21 @@
 """The command-line entry point: every command's help, and input errors as one-line messages."""
 
+import logging
+
 import pytest
 
 from dwsa_jax.cli import COMMANDS, main
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    # main() reconfigures the root logger onto pytest's captured stderr, which is closed after
+    # the test; a later log record (JAX logs at exit) would then fail to write.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
