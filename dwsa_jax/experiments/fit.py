@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dwsa_jax import training
-from dwsa_jax.experiments import store
+from dwsa_jax import fileio, training
 from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch
 from dwsa_jax.training import TrainConfig
 
@@ -203,7 +202,7 @@ def save_fit(path: str | os.PathLike, params: dict, loss_history: np.ndarray) ->
     arrays[_LOSS_HISTORY] = np.asarray(loss_history)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    store.write_bytes_atomic(path, buffer.getvalue())
+    fileio.write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_fit(path: str | os.PathLike) -> tuple[dict, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from dwsa_jax import metrics, plotting
+from dwsa_jax import fileio, metrics, plotting
 from dwsa_jax.experiments import plan, store
 from dwsa_jax.experiments.runner import (CONVERGENCE_FILE, LABELS_DIR, RESULTS_FILE,
                                          TASKS_FILE, load_labels)
@@ -308,7 +308,7 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     written = {}
     for name, text in tables.items():
         written[name] = out_dir / TABLE_FILES[name]
-        store.write_text_atomic(written[name], text + "\n")
+        fileio.write_text_atomic(written[name], text + "\n")
 
     figures = {
         "convergence": figure_convergence(store.read_rows(out_dir / CONVERGENCE_FILE),
@@ -328,5 +328,5 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     parts += [tables[name] + "\n" for name in tables]
     parts += [f"![{name}]({FIGURE_FILES[name]})\n" for name, p in figures.items() if p is not None]
     written["report"] = out_dir / REPORT_FILE
-    store.write_text_atomic(written["report"], "\n".join(parts))
+    fileio.write_text_atomic(written["report"], "\n".join(parts))
     return written

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from dwsa_jax import data, pipeline, prototypes
+from dwsa_jax import data, fileio, pipeline, prototypes
 from dwsa_jax.experiments import alignment_report, fit, plan, store
 from dwsa_jax.experiments.suite import TrainingSettings, task_statistics
 from dwsa_jax.localization import LocalizationConfig
@@ -208,7 +208,7 @@ def save_labels(path: Path, task: data.Task, labels: dict[str, np.ndarray]) -> N
                                                 ).reshape(-1, 3)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    store.write_bytes_atomic(path, buffer.getvalue())
+    fileio.write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_labels(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -318,4 +318,4 @@ def write_alignment_report(experiment: _Experiment, tasks, seed: int, sweeps) ->
         loss = _train_config(run, experiment.settings).loss
         pairs = alignment_report.aligned_pairs(task, model, default_k, loss, seed)
         sections.append(alignment_report.format_pairs(task.name, pairs, default_k))
-    store.write_text_atomic(experiment.out_dir / ALIGNMENT_FILE, "\n".join(sections))
+    fileio.write_text_atomic(experiment.out_dir / ALIGNMENT_FILE, "\n".join(sections))

@@ -12,9 +12,10 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from dwsa_jax.fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,36 +57,6 @@ def write_rows_atomic(path: str | os.PathLike, fields: Sequence[str],
     text = _format_line(fields, {name: name for name in fields})
     text += "".join(_format_line(fields, row) for row in rows)
     write_text_atomic(path, text)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file through a temporary file in the same folder and `os.replace`."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: str | os.PathLike, content: bytes) -> None:
-    """Write a file through a synced temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file with mode 0600; give it the usual mode under the umask.
-        os.chmod(temporary, 0o666 & ~file_mode_mask())
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def file_mode_mask() -> int:
-    """Return the process's umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class AppendOnlyTable:
