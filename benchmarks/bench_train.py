@@ -13,8 +13,11 @@ about 90 segments and 40 narration phrases each, 512-d features, K = 7 visual an
 K + K_bg = 17 linguistic prototypes. The data are synthetic, shaped like real inputs: unit
 vectors near one of K step directions, in time order.
 
-- JAX, pooled: the library's jitted train step (``dwsa_jax.training.make_train_step``) with its
-  defaults, float32; once more with the released code's row softmax on the cost matrix.
+- JAX, pooled: the library's data-parallel train step (``parallel.make_sharded_train_step``,
+  as ``training.train`` runs it) with its defaults, float32; once more with the released
+  code's row softmax on the cost matrix.
+- JAX, per-video: the same step with one SOPL + DWSA problem per video, vmapped over the 30
+  pairs.
 - PyTorch baseline: ``benchmarks/baselines/torch_released_step.py``, float64 on the CPU, with
   scikit-learn's k-means++ and the per-pair numba DWSA at every step.
 
