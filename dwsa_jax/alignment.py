@@ -140,6 +140,21 @@ def _dwsa_num_cols(cost, num_text):
 # DWSA forward, backward and backtracking on a prepared (masked) matrix.
 
 
+def _read_prefixes(d_row, gamma, mode):
+    """Return, for every column j of the next row, the prefix soft-min it reads from `d_row`.
+
+    Slot 2n reads d[0 .. 2n] and prototype 2n + 1 reads d[0 .. 2n], the same prefix. So only
+    the prefixes that end on even columns are needed: fold the pairs (2n - 1, 2n) first, all at
+    once, and run the sequential prefix over the m + 1 folded values. This halves the scan's
+    length and leaves the arithmetic unchanged. (The same folding in the backward pass measured
+    slower on CPU, so the backward pass scans all columns.)
+    """
+    n = d_row.shape[0]
+    pairs = softmin2(d_row[1::2], d_row[2::2], gamma, mode=mode)
+    even_prefixes = prefix_softmin(jnp.concatenate([d_row[:1], pairs]), gamma, mode=mode)
+    return jnp.repeat(even_prefixes, 2)[:n]
+
+
 def _forward_table(cost, gamma, mode: Mode, num_rows, num_cols):
     """Fill the cumulative-cost table row by row, each row shifted to a minimum of 0.
 
@@ -149,7 +164,6 @@ def _forward_table(cost, gamma, mode: Mode, num_rows, num_cols):
     num_rows repeat the last valid row with a shift of 0.
     """
     n = cost.shape[1]
-    is_slot = jnp.arange(n) % 2 == 0
     col_valid = jnp.arange(n) < num_cols
 
     def normalize(d):
@@ -158,11 +172,7 @@ def _forward_table(cost, gamma, mode: Mode, num_rows, num_cols):
 
     def row(t_prev, inputs):
         cost_row, i = inputs
-        inclusive = prefix_softmin(t_prev, gamma, mode=mode)
-        # A prototype column reads the prefix that ends one column earlier. Column 0 is a slot,
-        # so the value shifted into it is never selected.
-        exclusive = jnp.concatenate([inclusive[:1], inclusive[:-1]])
-        t, shift = normalize(jnp.where(is_slot, inclusive, exclusive) + cost_row)
+        t, shift = normalize(_read_prefixes(t_prev, gamma, mode) + cost_row)
         valid = i < num_rows
         t = jnp.where(valid, t, t_prev)
         shift = jnp.where(valid, shift, jnp.zeros_like(shift))
