@@ -117,12 +117,9 @@ class SyntheticBatch:
         phrase_starts = np.concatenate([[0], np.cumsum(self.phrase_counts)])
         num_videos = len(self.segment_counts)
         dim = self.segments.shape[1]
-        visual = np.zeros((num_pairs, max_segments, dim), dtype)
-        visual_times = np.zeros((num_pairs, max_segments), dtype)
-        visual_mask = np.zeros((num_pairs, max_segments), bool)
-        text = np.zeros((num_pairs, max_phrases, dim), dtype)
-        text_times = np.zeros((num_pairs, max_phrases), dtype)
-        text_mask = np.zeros((num_pairs, max_phrases), bool)
+        visual, visual_times, visual_mask, text, text_times, text_mask = model.zero_batches(
+            num_pairs, max_segments, max_phrases, dim, dtype
+        )
         for slot in range(num_pairs):
             video = slot if slot < num_videos else 0
             segments = slice(segment_starts[video], segment_starts[video + 1])

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dwsa_jax import alignment, costs, prototypes
@@ -129,6 +130,23 @@ class PooledBatch(NamedTuple):
     text: jax.Array
     text_times: jax.Array
     text_mask: jax.Array
+
+
+def zero_batches(
+    num_batches: int, max_segments: int, max_phrases: int, dim: int, dtype: Any
+) -> PooledBatch:
+    """Allocate a PooledBatch of zero NumPy arrays with a leading (num_batches,) axis.
+
+    Every mask starts False, so the caller fills in the real rows and sets their mask.
+    """
+    return PooledBatch(
+        visual=np.zeros((num_batches, max_segments, dim), dtype),
+        visual_times=np.zeros((num_batches, max_segments), dtype),
+        visual_mask=np.zeros((num_batches, max_segments), bool),
+        text=np.zeros((num_batches, max_phrases, dim), dtype),
+        text_times=np.zeros((num_batches, max_phrases), dtype),
+        text_mask=np.zeros((num_batches, max_phrases), bool),
+    )
 
 
 class LossOutput(NamedTuple):

@@ -36,7 +36,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dwsa_jax import data, prototypes
-from dwsa_jax.model import LossConfig, LossOutput, PooledBatch, alignment_loss
+from dwsa_jax.model import LossConfig, LossOutput, PooledBatch, alignment_loss, zero_batches
 
 __all__ = [
     "BATCHING_MODES",
@@ -296,12 +296,9 @@ def _pad_bucket(bucket, num_pairs, dtype) -> PairBatch:
     dim = bucket[0].features.shape[1]
     max_segments = _round_up(max(v.num_segments for v in bucket), LENGTH_MULTIPLE)
     max_phrases = _round_up(max(len(v.phrases) for v in bucket), LENGTH_MULTIPLE)
-    visual = np.zeros((num_pairs, max_segments, dim), dtype)
-    visual_times = np.zeros((num_pairs, max_segments), dtype)
-    visual_mask = np.zeros((num_pairs, max_segments), bool)
-    text = np.zeros((num_pairs, max_phrases, dim), dtype)
-    text_times = np.zeros((num_pairs, max_phrases), dtype)
-    text_mask = np.zeros((num_pairs, max_phrases), bool)
+    visual, visual_times, visual_mask, text, text_times, text_mask = zero_batches(
+        num_pairs, max_segments, max_phrases, dim, dtype
+    )
 
     # Filler pairs after the real ones repeat the first video.
     for slot in range(num_pairs):

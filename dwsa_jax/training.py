@@ -39,7 +39,7 @@ import optax
 from flax import nnx
 
 from dwsa_jax import data, fileio, parallel, prototypes
-from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch, alignment_loss
+from dwsa_jax.model import FeatureMaps, LossConfig, PooledBatch, alignment_loss, zero_batches
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +206,9 @@ def make_pooled_batches(
 
     max_segments, max_phrases = int(num_segments.max()), int(num_phrases.max())
     dim = videos[0].features.shape[1]
-    shape = len(groups)
-    visual = np.zeros((shape, max_segments, dim), dtype)
-    visual_times = np.zeros((shape, max_segments), dtype)
-    visual_mask = np.zeros((shape, max_segments), bool)
-    text = np.zeros((shape, max_phrases, dim), dtype)
-    text_times = np.zeros((shape, max_phrases), dtype)
-    text_mask = np.zeros((shape, max_phrases), bool)
+    visual, visual_times, visual_mask, text, text_times, text_mask = zero_batches(
+        len(groups), max_segments, max_phrases, dim, dtype
+    )
 
     for b, group in enumerate(groups):
         seg_start = phr_start = 0
