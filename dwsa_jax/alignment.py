@@ -57,8 +57,9 @@ class PaddedCosts(NamedTuple):
     Attributes:
         costs: (B, Q, N) matrices, zero in padded cells.
         num_rows: (B,) int32 valid rows of each matrix.
-        num_valid: (B,) int32 for layout "dwsa" the number of linguistic prototypes q_text
-            (valid columns 2 * q_text + 1); for layout "soft_dtw" the number of valid columns.
+        num_valid: (B,) int32 count per matrix. For layout "dwsa" it is the number of
+            linguistic prototypes q_text (valid columns 2 * q_text + 1). For layout
+            "soft_dtw" it is the number of valid columns.
     """
 
     costs: jax.Array
@@ -193,8 +194,8 @@ def _backtrack(table, num_rows, num_cols):
     """Backtrack a path through a table: (Q,) int32 columns, -1 on padded rows.
 
     At each row the predecessor is the smallest column that attains the minimum of the prefix
-    that the next row's column read (inclusive for a slot, exclusive for a prototype); the last
-    row starts from the smallest minimising valid column.
+    that the next row's column read. That prefix is inclusive for a slot and exclusive for a
+    prototype. The last row starts from the smallest minimising valid column.
     """
     q, n = table.shape
     columns = jnp.arange(n)
@@ -302,8 +303,8 @@ def _dwsa_core_bwd(mode, residuals, cotangents):
     elif mode == "soft":
         grad = _soft_gradient(cost, table, shifts, gamma, num_rows, num_cols)
     else:
-        # A traced gamma: the table was filled with the matching formula, so only one of these
-        # branches reads a table of its own kind; the other is discarded.
+        # A traced gamma: the table was filled with the formula that gamma selects. Only the
+        # branch of that kind is kept, and the other branch is discarded.
         grad = jnp.where(
             gamma > 0,
             _soft_gradient(cost, table, shifts, safe_gamma, num_rows, num_cols),
@@ -412,7 +413,7 @@ def matched_text_mask(path, num_text: int):
 def _dtw_row(prev_row, cost_row, gamma, mode):
     """One soft-DTW row: r[j] = cost[j] + softmin(r_prev[j], r_prev[j-1], r[j-1]), O(N) work.
 
-    The two entries of the previous row are combined for all columns at once; the dependency
+    The two entries of the previous row are combined for all columns at once. The dependency
     on r[j-1] is a sequential scan over the columns, as in the DWSA row prefix.
     """
     above = jnp.concatenate([prev_row[:1], softmin2(prev_row[1:], prev_row[:-1], gamma, mode=mode)])

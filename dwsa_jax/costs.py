@@ -50,7 +50,7 @@ def dwsa_cost_matrix(visual, text, *, delta_e: float = 1.0, row_softmax: bool = 
             costs, so delta_e = 1 means "unmatched costs as much as an orthogonal match".
 
     Returns:
-        (q, 2 * q_text + 1) matrix: column 2n + 1 holds 1 - cos(v_i, l_n), even columns delta_e.
+        (q, 2 * q_text + 1) matrix: column 2n + 1 contains 1 - cos(v_i, l_n), even columns delta_e.
     """
     pair_costs = cosine_cost_matrix(visual, text)
     q, q_text = pair_costs.shape

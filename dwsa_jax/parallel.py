@@ -185,7 +185,7 @@ class PairBatch(NamedTuple):
     Attributes:
       pairs: PooledBatch whose fields have a leading (B,) pair axis: visual (B, T, D),
         visual_times (B, T), visual_mask (B, T), text (B, P, D), text_times (B, P),
-        text_mask (B, P). Each pair holds one video.
+        text_mask (B, P). Each pair is one video.
       pair_mask: (B,) bool, True for real pairs. Filler pairs repeat the bucket's first
         video, so their loss is finite, and are left out of the mean.
     """

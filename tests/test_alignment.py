@@ -326,7 +326,7 @@ def test_float32_large_costs_small_gamma():
         np.testing.assert_allclose(value32, value64, rtol=1e-4)
         # Gradients are path probabilities, so each row sums to 1. In float32 a cost of 1e3 is
         # only known to about 6e-5, 6% of gamma, so single probabilities carry errors of that
-        # order; the rows are renormalized and sum to 1 to rounding.
+        # order. The rows are renormalized, so they sum to 1 to rounding.
         np.testing.assert_allclose(grad32.sum(axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(grad64.sum(axis=1), 1.0, atol=1e-9)
         np.testing.assert_allclose(grad32, grad64, atol=0.1)

@@ -9,8 +9,8 @@ from dwsa_jax.cli import COMMANDS, main
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    # main() reconfigures the root logger onto pytest's captured stderr, which is closed after
-    # the test; a later log record (JAX logs at exit) would then fail to write.
+    # main() points the root logger at pytest's captured stderr, which closes after the test.
+    # Without the restore, a later log record (JAX logs at exit) fails to write.
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
